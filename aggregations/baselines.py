@@ -1,0 +1,111 @@
+"""Baselines: counts carried over from an older counter, kept apart from live counts.
+
+A baseline replaces the previous one for the same site or article; it is never added to. It is
+written to PostgreSQL (durable, with its source) and then into the live totals in Redis, under the
+site's lock so that a rollup or rebuild never sees half of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis.asyncio import Redis
+
+from aggregations.keys import SiteKeys
+from aggregations.locks import SiteLock
+from aggregations.scripts import Scripts
+
+CHUNK = 5000
+
+
+@dataclass(frozen=True)
+class Baseline:
+    pageviews: int | None = None
+    visits: int | None = None
+    articles: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def has_total(self) -> bool:
+        return self.pageviews is not None or self.visits is not None
+
+
+async def set_baseline(
+    redis: Redis,
+    scripts: Scripts,
+    conn: Any,
+    prefix: str,
+    site_id: str,
+    baseline: Baseline,
+    source: str,
+) -> None:
+    keys = SiteKeys(prefix, site_id)
+    articles = dict(baseline.articles)
+    async with SiteLock(conn, site_id, wait=True):
+        async with conn.transaction():
+            if baseline.has_total:
+                await conn.execute(
+                    "INSERT INTO site_baselines (site_id, pageviews, visits, source)"
+                    " VALUES ($1, $2, $3, $4) ON CONFLICT (site_id) DO UPDATE SET"
+                    " pageviews = excluded.pageviews, visits = excluded.visits,"
+                    " source = excluded.source, imported_at = now()",
+                    site_id,
+                    baseline.pageviews or 0,
+                    baseline.visits or 0,
+                    source,
+                )
+            if articles:
+                await conn.execute(
+                    "INSERT INTO article_baselines (site_id, article, views, source)"
+                    " SELECT $1, a, v, $4 FROM unnest($2::text[], $3::bigint[]) AS u(a, v)"
+                    " ON CONFLICT (site_id, article) DO UPDATE SET views = excluded.views,"
+                    " source = excluded.source, imported_at = now()",
+                    site_id,
+                    list(articles),
+                    list(articles.values()),
+                    source,
+                )
+        script_keys = [
+            keys.marker,
+            keys.baseline,
+            keys.total,
+            keys.article_baselines,
+            keys.articles_total,
+        ]
+        head: list[Any] = [0, 0, 0]
+        if baseline.has_total:
+            head = [1, baseline.pageviews or 0, baseline.visits or 0]
+        items = list(articles.items())
+        for i in range(0, max(len(items), 1), CHUNK):
+            pairs = [x for item in items[i : i + CHUNK] for x in item]
+            await scripts.set_baseline(keys=script_keys, args=[*head, *pairs])
+            head = [0, 0, 0]
+
+
+async def baseline_of(conn: Any, site_id: str) -> dict[str, Any]:
+    """The site's baseline as stored, with provenance, for the admin API."""
+    row = await conn.fetchrow(
+        "SELECT pageviews, visits, source, imported_at FROM site_baselines WHERE site_id = $1",
+        site_id,
+    )
+    count = await conn.fetchrow(
+        "SELECT count(*) AS n, coalesce(sum(views), 0) AS views, max(imported_at) AS at"
+        " FROM article_baselines WHERE site_id = $1",
+        site_id,
+    )
+    return {
+        "total": None
+        if row is None
+        else {
+            "pageviews": row["pageviews"],
+            "visits": row["visits"],
+            "source": row["source"],
+            "imported_at": row["imported_at"].isoformat(),
+        },
+        "articles": {
+            "count": count["n"],
+            "views": count["views"],
+            "imported_at": count["at"].isoformat() if count["at"] else None,
+        },
+    }

@@ -1,0 +1,4 @@
+-- Rollup last step: forget a batch that PostgreSQL has recorded as applied.
+-- KEYS: 1 batches, 2 batch, 3 batch titles   ARGV: 1 batch id
+redis.call('DEL', KEYS[2], KEYS[3])
+return redis.call('SREM', KEYS[1], ARGV[1])

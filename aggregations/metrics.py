@@ -1,0 +1,143 @@
+"""The service's own Prometheus instruments, defined once.
+
+They live at the bottom of the import chain so that every layer can record into them; `analytics`
+creates them on a registry of its choosing (a fresh one per app in tests) and serves `/metrics`.
+No label takes a user-supplied value: routes are the router's names, reasons a closed set, and
+sites (configured by the operator) only on the online-visitors gauge, capped.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+NAMESPACE = "analytics"
+FAST_BUCKETS = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+)
+SLOW_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+
+
+class Drop(StrEnum):
+    """Why a beacon did not count (or, for `ID_CAP`, why its article did not)."""
+
+    BOT = "bot"
+    PREFETCH = "prefetch"
+    DNT = "dnt"
+    INVALID = "invalid"
+    TOO_LARGE = "too_large"
+    UNKNOWN_SITE = "unknown_site"
+    ORIGIN = "origin"
+    RATE_LIMITED = "rate_limited"
+    ID_CAP = "id_cap"
+    STORAGE_ERROR = "storage_error"
+
+
+STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx")
+REDIS_OPERATIONS = ("record", "read", "rollup", "rebuild", "baseline", "health")
+POSTGRES_OPERATIONS = ("rollup", "read", "sites", "admin", "health")
+ROLLUP_RESULTS = ("ok", "error", "skipped")
+
+
+class Metrics:
+    def __init__(
+        self, registry: CollectorRegistry | None = None, routes: tuple[str, ...] = ()
+    ) -> None:
+        r = registry if registry is not None else CollectorRegistry()
+        self.registry = r
+        self.beacons = Counter(
+            "beacons",
+            "Beacons received, by result (counted/dropped) and reason.",
+            ["result", "reason"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.beacons.labels("counted", "none")
+        for reason in Drop:
+            result = "counted" if reason is Drop.ID_CAP else "dropped"
+            self.beacons.labels(result, reason.value)
+        self.http_requests = Counter(
+            "http_requests",
+            "HTTP requests answered, by route name and status class.",
+            ["route", "status"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.http_duration = Histogram(
+            "http_request_duration_seconds",
+            "Time to answer an HTTP request, by route name.",
+            ["route"],
+            namespace=NAMESPACE,
+            registry=r,
+            buckets=FAST_BUCKETS,
+        )
+        for route in routes:
+            self.http_duration.labels(route)
+            for status in STATUS_CLASSES:
+                self.http_requests.labels(route, status)
+        self.redis_errors = Counter(
+            "redis_errors",
+            "Redis operations that failed, by operation.",
+            ["operation"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        for op in REDIS_OPERATIONS:
+            self.redis_errors.labels(op)
+        self.postgres_errors = Counter(
+            "postgres_errors",
+            "PostgreSQL operations that failed, by operation.",
+            ["operation"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        for op in POSTGRES_OPERATIONS:
+            self.postgres_errors.labels(op)
+        self.rollup_runs = Counter(
+            "rollup_runs",
+            "Rollup passes, by result.",
+            ["result"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        for result in ROLLUP_RESULTS:
+            self.rollup_runs.labels(result)
+        self.rollup_duration = Histogram(
+            "rollup_duration_seconds",
+            "Time a rollup pass took.",
+            namespace=NAMESPACE,
+            registry=r,
+            buckets=SLOW_BUCKETS,
+        )
+        self.rollup_rows = Counter(
+            "rollup_rows",
+            "Rows applied to PostgreSQL by the rollup.",
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.rollup_rebuilds = Counter(
+            "rollup_rebuilds",
+            "Sites whose live counters were rebuilt from PostgreSQL after Redis lost them.",
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.rollup_last_success = Gauge(
+            "rollup_last_success_timestamp_seconds",
+            "Unix time of the last rollup pass that finished without error.",
+            namespace=NAMESPACE,
+            registry=r,
+        )

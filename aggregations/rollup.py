@@ -1,0 +1,317 @@
+"""Rollup: pending counts move from Redis into PostgreSQL, exactly once.
+
+Per site, under a PostgreSQL advisory lock (so two instances take turns; the ledger below would
+keep them correct even without it):
+
+1. move aside  - `lua/move_aside.lua` renames the pending hash (and titles) to `batch:<id>` and adds
+                 the id to the site's set of batches in flight. Atomic in Redis.
+2. read        - each batch in flight is read whole (HGETALL), with HyperLogLog snapshots.
+3. apply       - one PostgreSQL transaction inserts the batch id into `rollup_batches` (primary
+                 key) and upserts additively, set-based (`unnest`): article_days, articles,
+                 site_days; HyperLogLogs are replaced by the newer snapshot (a union, idempotent).
+                 If the id is already there, the batch was applied before: nothing is written.
+4. finish      - `lua/finish_batch.lua` deletes the batch and its id from the set. Atomic.
+
+A crash (or a failpoint) between any two steps:
+
+- before 1: nothing moved; the pending hash keeps growing and is taken next time.
+- after 1, before 3 commits: the batch sits in Redis, listed in flight; the next rollup reads and
+  applies it. A transaction cut short is rolled back by PostgreSQL: nothing half-applied.
+- after 3 commits, before 4: the next rollup finds the batch again, its id is in the ledger, so
+  step 3 writes nothing and step 4 removes it. No double count.
+- during 4: the script is atomic; either both the batch and its id go, or neither.
+- two rollups at once: the lock serializes them per site; without it, the second insert of the
+  same id waits for the first transaction and then conflicts, so the batch is applied once.
+
+Loss bound: what Redis acknowledged but lost (not yet on disk, or not yet replicated at a
+failover) before step 3 committed it. The live counters lose exactly the same increments.
+
+Before step 1 the site's live counters must be "built" (see `rebuild`): after Redis loses its
+data, the rebuild reads PostgreSQL first, and only then may new pending counts reach it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from redis.asyncio import Redis
+
+from aggregations.clock import Clock
+from aggregations.keys import SiteKeys
+from aggregations.locks import SiteLock
+from aggregations.periods import Calendar, month_label, week_label
+from aggregations.rebuild import rebuild_site
+from aggregations.scripts import Scripts, as_text
+from aggregations.sites import Site
+
+log = logging.getLogger("analytics.rollup")
+
+Failpoint = Callable[[str], None]
+STEPS = ("moved", "read", "applied", "committed", "finished")
+
+
+def no_failpoint(step: str) -> None:
+    return None
+
+
+@dataclass
+class Batch:
+    """A batch in flight, parsed: per (day, article) views, per day [pageviews, visits]."""
+
+    id: str
+    article_days: dict[tuple[date, str], int] = field(default_factory=dict)
+    site_days: dict[date, list[int]] = field(default_factory=dict)
+    titles: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def rows(self) -> int:
+        return len(self.article_days) + len(self.site_days)
+
+
+@dataclass
+class Snapshots:
+    """HyperLogLog (count, bytes) per day, and per week / month / year / "total" label."""
+
+    days: dict[date, tuple[int, bytes | None]] = field(default_factory=dict)
+    periods: dict[str, tuple[int, bytes]] = field(default_factory=dict)
+
+
+@dataclass
+class RollupReport:
+    sites: int = 0
+    batches: int = 0
+    rows: int = 0
+    skipped_sites: int = 0
+    rebuilt_sites: int = 0
+    duplicate_batches: int = 0
+    seconds: float = 0.0
+
+
+def parse_batch(batch_id: str, fields: dict[bytes, bytes], titles: dict[bytes, bytes]) -> Batch:
+    batch = Batch(batch_id)
+    days: dict[str, date] = {}
+    for raw_name, raw_count in fields.items():
+        day_text, _, name = raw_name.decode().partition("|")
+        day = days.get(day_text)
+        if day is None:
+            day = days[day_text] = date.fromisoformat(day_text)
+        count = int(raw_count)
+        if name == "#pv":
+            batch.site_days.setdefault(day, [0, 0])[0] += count
+        elif name == "#visits":
+            batch.site_days.setdefault(day, [0, 0])[1] += count
+        else:
+            batch.article_days[(day, name)] = count
+    batch.titles = {k.decode(): v.decode() for k, v in titles.items()}
+    return batch
+
+
+def article_totals(batch: Batch) -> tuple[list[str], list[int], list[str | None], list[date]]:
+    """Per article: views summed over the batch's days, its title, the first day it was seen."""
+    totals: dict[str, list[Any]] = {}
+    for (day, article), views in batch.article_days.items():
+        entry = totals.get(article)
+        if entry is None:
+            totals[article] = [views, day]
+        else:
+            entry[0] += views
+            entry[1] = min(entry[1], day)
+    names = list(totals)
+    return (
+        names,
+        [totals[a][0] for a in names],
+        [batch.titles.get(a) for a in names],
+        [totals[a][1] for a in names],
+    )
+
+
+APPLY_ARTICLE_DAYS = """
+INSERT INTO article_days (site_id, day, article, views)
+SELECT $1, d, a, v FROM unnest($2::date[], $3::text[], $4::bigint[]) AS u(d, a, v)
+ON CONFLICT (site_id, day, article) DO UPDATE SET views = article_days.views + excluded.views
+"""
+APPLY_ARTICLES = """
+INSERT INTO articles (site_id, article, views, title, first_seen)
+SELECT $1, a, v, t, f FROM unnest($2::text[], $3::bigint[], $4::text[], $5::date[]) AS u(a, v, t, f)
+ON CONFLICT (site_id, article) DO UPDATE SET views = articles.views + excluded.views,
+    title = coalesce(excluded.title, articles.title)
+"""
+APPLY_SITE_DAYS = """
+INSERT INTO site_days (site_id, day, pageviews, visits, visitors, hll)
+SELECT $1, d, p, v, u, h
+FROM unnest($2::date[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bytea[]) AS x(d, p, v, u, h)
+ON CONFLICT (site_id, day) DO UPDATE SET pageviews = site_days.pageviews + excluded.pageviews,
+    visits = site_days.visits + excluded.visits,
+    visitors = greatest(site_days.visitors, excluded.visitors),
+    hll = coalesce(excluded.hll, site_days.hll)
+"""
+APPLY_PERIOD_VISITORS = """
+INSERT INTO period_visitors (site_id, period, visitors, hll)
+SELECT $1, p, v, h FROM unnest($2::text[], $3::bigint[], $4::bytea[]) AS x(p, v, h)
+ON CONFLICT (site_id, period) DO UPDATE SET visitors = greatest(period_visitors.visitors,
+    excluded.visitors), hll = excluded.hll, updated_at = now()
+"""
+
+
+class Rollup:
+    """Moves every site's pending counts into PostgreSQL; see the module docstring."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        scripts: Scripts,
+        pool: Any,
+        prefix: str,
+        clock: Clock,
+        *,
+        calendar: Calendar | None = None,
+        failpoint: Failpoint = no_failpoint,
+    ) -> None:
+        self.redis = redis
+        self.scripts = scripts
+        self.pool = pool
+        self.prefix = prefix
+        self.clock = clock
+        self.calendar = calendar or Calendar()
+        self.failpoint = failpoint
+
+    async def run(self, sites: Iterable[Site], *, wait: bool = False) -> RollupReport:
+        """One pass over `sites`. With `wait`, blocks on sites another rollup holds."""
+        report = RollupReport()
+        started = time.perf_counter()
+        for site in sites:
+            async with self.pool.acquire() as conn, SiteLock(conn, site.id, wait) as held:
+                if not held:
+                    report.skipped_sites += 1
+                    continue
+                await self._site(conn, site, report)
+                report.sites += 1
+        report.seconds = time.perf_counter() - started
+        return report
+
+    async def _site(self, conn: Any, site: Site, report: RollupReport) -> None:
+        keys = SiteKeys(self.prefix, site.id)
+        batch_id = uuid.uuid4().hex
+        in_flight = await self._move_aside(keys, batch_id)
+        if in_flight is None:
+            await rebuild_site(
+                self.redis, self.scripts, conn, keys, site, self.clock.now(), self.calendar
+            )
+            report.rebuilt_sites += 1
+            in_flight = await self._move_aside(keys, batch_id)
+            if in_flight is None:
+                raise RuntimeError(f"site {site.id} is still not built after its rebuild")
+        self.failpoint("moved")
+        for bid in sorted(in_flight):
+            rows = await self._apply(conn, keys, site, bid)
+            if rows is None:
+                report.duplicate_batches += 1
+            else:
+                report.batches += 1
+                report.rows += rows
+
+    async def _move_aside(self, keys: SiteKeys, batch_id: str) -> list[str] | None:
+        reply = await self.scripts.move_aside(
+            keys=[
+                keys.marker,
+                keys.pending,
+                keys.pending_titles,
+                keys.batches,
+                keys.batch(batch_id),
+                keys.batch_titles(batch_id),
+            ],
+            args=[batch_id],
+        )
+        if reply is None:
+            return None
+        return [as_text(x) for x in reply]
+
+    async def _apply(self, conn: Any, keys: SiteKeys, site: Site, batch_id: str) -> int | None:
+        """Apply one batch; the number of rows, or None when it had been applied already."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(keys.batch(batch_id))
+            pipe.hgetall(keys.batch_titles(batch_id))
+            fields, titles = await pipe.execute()
+        batch = parse_batch(batch_id, fields, titles)
+        snapshots = await self._visitor_snapshots(keys, batch)
+        self.failpoint("read")
+        async with conn.transaction():
+            fresh = await conn.fetchval(
+                "INSERT INTO rollup_batches (id, site_id, rows) VALUES ($1, $2, $3)"
+                " ON CONFLICT (id) DO NOTHING RETURNING true",
+                batch_id,
+                site.id,
+                batch.rows,
+            )
+            if fresh:
+                await self._write(conn, site, batch, snapshots)
+            self.failpoint("applied")
+        self.failpoint("committed")
+        await self.scripts.finish_batch(
+            keys=[keys.batches, keys.batch(batch_id), keys.batch_titles(batch_id)],
+            args=[batch_id],
+        )
+        self.failpoint("finished")
+        return batch.rows if fresh else None
+
+    async def _visitor_snapshots(self, keys: SiteKeys, batch: Batch) -> Snapshots:
+        """HyperLogLog (count, bytes) of each day of the batch and of their week, month, year."""
+        days = {day: keys.day_visitors(day) for day in batch.site_days}
+        periods: dict[str, str] = {}
+        for day in batch.site_days:
+            periods[week_label(day)] = keys.week_visitors(week_label(day))
+            periods[month_label(day)] = keys.month_visitors(month_label(day))
+            periods[str(day.year)] = keys.year_visitors(str(day.year))
+        if periods:
+            periods["total"] = keys.total_visitors
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key in (*days.values(), *periods.values()):
+                pipe.pfcount(key)
+                pipe.get(key)
+            replies = iter(await pipe.execute())
+        snapshots = Snapshots()
+        for day in days:
+            snapshots.days[day] = (int(next(replies)), next(replies))
+        for label in periods:
+            count, hll = int(next(replies)), next(replies)
+            if hll is not None:
+                snapshots.periods[label] = (count, hll)
+        return snapshots
+
+    async def _write(self, conn: Any, site: Site, batch: Batch, snapshots: Snapshots) -> None:
+        if batch.article_days:
+            pairs = list(batch.article_days.items())
+            await conn.execute(
+                APPLY_ARTICLE_DAYS,
+                site.id,
+                [d for (d, _), _ in pairs],
+                [a for (_, a), _ in pairs],
+                [v for _, v in pairs],
+            )
+            await conn.execute(APPLY_ARTICLES, site.id, *article_totals(batch))
+        if batch.site_days:
+            days = sorted(batch.site_days)
+            await conn.execute(
+                APPLY_SITE_DAYS,
+                site.id,
+                days,
+                [batch.site_days[d][0] for d in days],
+                [batch.site_days[d][1] for d in days],
+                [snapshots.days[d][0] for d in days],
+                [snapshots.days[d][1] for d in days],
+            )
+        if snapshots.periods:
+            labels = list(snapshots.periods)
+            await conn.execute(
+                APPLY_PERIOD_VISITORS,
+                site.id,
+                labels,
+                [snapshots.periods[p][0] for p in labels],
+                [snapshots.periods[p][1] for p in labels],
+            )

@@ -1,0 +1,1 @@
+"""The service: settings, CLI, app wiring and lifecycle, read and admin API, widget, metrics."""

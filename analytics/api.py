@@ -1,0 +1,105 @@
+"""The public read API: counters, article views, top articles, daily history."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+from aiohttp import web
+
+from aggregations.errors import InvalidInput, UnknownSite
+from aggregations.reads import TOP_PERIODS
+from aggregations.sites import Site, check_article_id, check_site_id
+from analytics import appkeys as K
+from analytics.responses import read_json
+
+MAX_IDS = 100
+MAX_LIMIT = 100
+MAX_DAYS = 366
+
+
+def site_of(request: web.Request) -> Site:
+    site_id = check_site_id(request.match_info["site"])
+    site = request.app[K.SITES].get(site_id)
+    if site is None:
+        raise UnknownSite(f"site {site_id!r} is not configured here", "site")
+    return site
+
+
+async def counters(request: web.Request) -> web.Response:
+    site = site_of(request)
+    app = request.app
+    return read_json(request, await app[K.READER].counters(site, app[K.CLOCK].now()))
+
+
+async def article(request: web.Request) -> web.Response:
+    site = site_of(request)
+    article_id = check_article_id(request.match_info["article"])
+    app = request.app
+    found = await app[K.READER].articles(site, [article_id], app[K.CLOCK].now())
+    return read_json(request, found[0])
+
+
+def parse_ids(raw: str | None) -> list[str]:
+    if not raw:
+        raise InvalidInput("ids must list 1-100 article ids, separated by commas", "ids")
+    ids = list(dict.fromkeys(raw.split(",")))
+    if len(ids) > MAX_IDS:
+        raise InvalidInput(f"ids may list at most {MAX_IDS} article ids", "ids")
+    return [check_article_id(i, "ids") for i in ids]
+
+
+async def articles(request: web.Request) -> web.Response:
+    site = site_of(request)
+    ids = parse_ids(request.query.get("ids"))
+    app = request.app
+    found = await app[K.READER].articles(site, ids, app[K.CLOCK].now())
+    return read_json(request, {"articles": found})
+
+
+def parse_int(raw: str | None, field: str, default: int, low: int, high: int) -> int:
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = low - 1
+    if not low <= value <= high:
+        raise InvalidInput(f"{field} must be a whole number from {low} to {high}", field)
+    return value
+
+
+async def top(request: web.Request) -> web.Response:
+    site = site_of(request)
+    period = request.query.get("period", "today")
+    if period not in TOP_PERIODS:
+        raise InvalidInput(f"period must be one of {', '.join(TOP_PERIODS)}", "period")
+    limit = parse_int(request.query.get("limit"), "limit", 10, 1, MAX_LIMIT)
+    app = request.app
+    found = await app[K.READER].top(site, period, limit, app[K.CLOCK].now(), app[K.POOL])
+    return read_json(request, {"period": period, "articles": found})
+
+
+def parse_date(raw: str | None, field: str) -> date | None:
+    if not raw:
+        return None
+    if len(raw) == 10:
+        try:
+            return date.fromisoformat(raw)
+        except ValueError:
+            pass
+    raise InvalidInput(f"{field} must be a date written YYYY-MM-DD", field)
+
+
+async def daily(request: web.Request) -> web.Response:
+    site = site_of(request)
+    app = request.app
+    now = app[K.CLOCK].now()
+    today = app[K.READER].calendar.at(now, site.tz).day
+    end = parse_date(request.query.get("to"), "to") or today
+    start = parse_date(request.query.get("from"), "from") or end - timedelta(days=29)
+    if start > end:
+        raise InvalidInput("from must not be after to", "from")
+    if (end - start).days + 1 > MAX_DAYS:
+        raise InvalidInput(f"a range covers at most {MAX_DAYS} days", "to")
+    days = await app[K.READER].daily(site, start, end, now, app[K.POOL])
+    return read_json(request, {"site": site.id, "days": days})

@@ -1,0 +1,46 @@
+"""The app factory: one `create_app(settings)`; every resource a `cleanup_ctx`, in order."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from aggregations.clock import Clock, SystemClock
+from aggregations.metrics import Metrics
+from aggregations.sites import SiteCache
+from analytics import appkeys as K
+from analytics.lifecycle import (
+    counting_ctx,
+    embedded_ctx,
+    postgres_ctx,
+    redis_ctx,
+    rollup_ctx,
+    sites_ctx,
+)
+from analytics.middleware import errors_middleware, metrics_middleware
+from analytics.routes import ROUTE_NAMES, setup_routes
+from analytics.settings import Settings
+from collectors.beacons import MAX_BODY
+from collectors.handlers import BeaconViews
+
+
+def create_app(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    registry: CollectorRegistry | None = None,
+) -> web.Application:
+    app = web.Application(
+        middlewares=[metrics_middleware, errors_middleware],
+        client_max_size=max(MAX_BODY, 16 * 1024 * 1024),
+    )
+    app[K.SETTINGS] = settings
+    app[K.CLOCK] = clock or SystemClock()
+    app[K.METRICS] = Metrics(registry, ROUTE_NAMES)
+    app[K.SITES] = SiteCache()
+    app[K.BEACONS] = BeaconViews()
+    setup_routes(app, app[K.BEACONS])
+    app.cleanup_ctx.extend([embedded_ctx, postgres_ctx, redis_ctx, sites_ctx, counting_ctx])
+    if settings.rollup_enabled:
+        app.cleanup_ctx.append(rollup_ctx)
+    return app

@@ -1,0 +1,36 @@
+"""Every piece of state the app shares, as typed `web.AppKey`s (no module globals)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiohttp import web
+from redis.asyncio import Redis
+
+from aggregations.clock import Clock
+from aggregations.counters import Recorder
+from aggregations.metrics import Metrics
+from aggregations.reads import Reader
+from aggregations.rollup import Rollup
+from aggregations.scripts import Scripts
+from aggregations.sites import SiteCache
+from analytics.settings import Settings
+from collectors.handlers import BeaconViews
+from collectors.intake import Intake
+
+SETTINGS = web.AppKey("settings", Settings)
+CLOCK = web.AppKey("clock", Clock)
+METRICS = web.AppKey("metrics", Metrics)
+REDIS_URL = web.AppKey("redis_url", str)
+DATABASE_URL = web.AppKey("database_url", str)
+REDIS = web.AppKey("redis", Redis)
+POOL = web.AppKey("pool", Any)  # asyncpg.Pool
+SCRIPTS = web.AppKey("scripts", Scripts)
+SITES = web.AppKey("sites", SiteCache)
+RECORDER = web.AppKey("recorder", Recorder)
+READER = web.AppKey("reader", Reader)
+INTAKE = web.AppKey("intake", Intake)
+ROLLUP = web.AppKey("rollup", Rollup)
+ROLLUP_WAKE = web.AppKey("rollup_wake", asyncio.Event)
+BEACONS = web.AppKey("beacons", BeaconViews)

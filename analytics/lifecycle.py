@@ -1,0 +1,237 @@
+"""The app's resources, each opened and closed by a `cleanup_ctx`, in dependency order:
+embedded servers -> PostgreSQL pool (migrated) -> Redis client -> sites -> counting -> rollup.
+
+Background loops never die quietly: each failure is logged and counted, and the loop goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+from redis.exceptions import RedisError
+
+from aggregations.counters import CountingPolicy, RateLimit, Recorder
+from aggregations.errors import POSTGRES_ERRORS
+from aggregations.periods import Calendar
+from aggregations.reads import Reader
+from aggregations.rollup import Rollup
+from aggregations.scripts import Scripts
+from aggregations.sites import NOTIFY_CHANNEL, load_sites, make_site, save_site
+from analytics import appkeys as K
+from analytics.db import create_pool, migrate
+from analytics.embedded import EmbeddedPostgres, EmbeddedRedis, runtime_dir
+from analytics.settings import Settings
+from analytics.storage import close_redis, open_redis
+from collectors.clients import ClientResolver
+from collectors.intake import Intake
+
+log = logging.getLogger("analytics")
+
+DEMO_SITE = "demo"
+
+
+async def embedded_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[K.SETTINGS]
+    if not settings.embedded:
+        app[K.REDIS_URL] = settings.redis_url or ""
+        app[K.DATABASE_URL] = settings.database_url or ""
+        if not app[K.REDIS_URL] or not app[K.DATABASE_URL]:
+            raise RuntimeError(
+                "set both ANALYTICS_REDIS_URL and ANALYTICS_DATABASE_URL, or neither (embedded)"
+            )
+        yield
+        return
+    runtime_dir()
+    redis_server = EmbeddedRedis(settings.data_dir)
+    pg_server = EmbeddedPostgres(settings.data_dir)
+    app[K.REDIS_URL] = await asyncio.to_thread(redis_server.start)
+    try:
+        app[K.DATABASE_URL] = await asyncio.to_thread(pg_server.start)
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(pg_server.stop)
+    finally:
+        await asyncio.to_thread(redis_server.stop)
+
+
+async def postgres_ctx(app: web.Application) -> AsyncIterator[None]:
+    pool = await create_pool(app[K.DATABASE_URL])
+    try:
+        async with pool.acquire() as conn:
+            await migrate(conn)
+            if app[K.SETTINGS].embedded and not await conn.fetchval(
+                "SELECT 1 FROM sites WHERE id = $1", DEMO_SITE
+            ):
+                await save_site(conn, make_site(DEMO_SITE, "Demo", ()))
+                log.info("created the %r site for the demo page", DEMO_SITE)
+        app[K.POOL] = pool
+        yield
+    finally:
+        await pool.close()
+
+
+async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
+    redis = open_redis(app[K.REDIS_URL])
+    app[K.REDIS] = redis
+    app[K.SCRIPTS] = Scripts(redis)
+    try:
+        yield
+    finally:
+        await close_redis(redis)
+
+
+async def refresh_sites(app: web.Application) -> None:
+    async with app[K.POOL].acquire() as conn:
+        app[K.SITES].replace(await load_sites(conn))
+
+
+async def sites_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Load the sites, then keep them fresh: on NOTIFY from any process, and periodically."""
+    await refresh_sites(app)
+    log.info("%d site(s) configured", len(app[K.SITES]))
+    task = asyncio.create_task(sites_loop(app), name="sites-refresh")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def sites_loop(app: web.Application) -> None:
+    interval = app[K.SETTINGS].sites_refresh
+    changed = asyncio.Event()
+    listener: Any = None
+
+    def on_notify(*_: object) -> None:
+        changed.set()
+
+    try:
+        while True:
+            if listener is None or listener.is_closed():
+                try:
+                    listener = await asyncpg.connect(app[K.DATABASE_URL], timeout=5)
+                    await listener.add_listener(NOTIFY_CHANNEL, on_notify)
+                except POSTGRES_ERRORS as err:
+                    listener = None
+                    log.warning("sites: cannot listen for changes: %s", err)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), interval)
+            changed.clear()
+            try:
+                await refresh_sites(app)
+            except POSTGRES_ERRORS as err:
+                app[K.METRICS].postgres_errors.labels("sites").inc()
+                log.warning("sites: refresh failed, keeping %d cached: %s", len(app[K.SITES]), err)
+    finally:
+        if listener is not None and not listener.is_closed():
+            await listener.close()
+
+
+def counting_policy(settings: Settings) -> CountingPolicy:
+    return CountingPolicy(
+        visit_timeout=settings.visit_timeout,
+        online_window=settings.online_window,
+        article_dedup=settings.article_dedup,
+        max_articles_per_day=settings.max_articles_per_day,
+        client_limit=RateLimit(settings.rate_limit_per_minute, settings.rate_limit_burst),
+        site_limit=RateLimit(settings.site_rate_limit_per_minute, settings.site_rate_limit_burst),
+    )
+
+
+async def counting_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Wire the counting objects; they hold no resources of their own."""
+    settings = app[K.SETTINGS]
+    calendar = Calendar()
+    wake = app[K.ROLLUP_WAKE] = asyncio.Event()
+    redis, scripts, prefix = app[K.REDIS], app[K.SCRIPTS], settings.redis_prefix
+    app[K.RECORDER] = Recorder(redis, scripts, prefix, counting_policy(settings), calendar)
+    app[K.READER] = Reader(redis, scripts, prefix, settings.online_window, calendar)
+    app[K.INTAKE] = Intake(
+        app[K.SITES],
+        app[K.RECORDER],
+        ClientResolver(settings.trusted_proxies),
+        app[K.CLOCK],
+        app[K.METRICS],
+        on_unbuilt=wake.set,
+    )
+    app[K.ROLLUP] = Rollup(redis, scripts, app[K.POOL], prefix, app[K.CLOCK], calendar=calendar)
+    app[K.BEACONS].attach(app[K.INTAKE], app[K.READER])
+    yield
+
+
+async def rollup_pass(app: web.Application, *, wait: bool = False) -> bool:
+    """One rollup over the sites table; logs and counts failures instead of raising."""
+    metrics = app[K.METRICS]
+    try:
+        await refresh_sites(app)
+    except POSTGRES_ERRORS as err:
+        metrics.rollup_runs.labels("error").inc()
+        metrics.postgres_errors.labels("rollup").inc()
+        log.warning("rollup: PostgreSQL unavailable, pending counts stay in Redis: %s", err)
+        return False
+    try:
+        report = await app[K.ROLLUP].run(app[K.SITES].all(), wait=wait)
+    except RedisError as err:
+        metrics.rollup_runs.labels("error").inc()
+        metrics.redis_errors.labels("rollup").inc()
+        log.warning("rollup: Redis unavailable: %s", err)
+        return False
+    except (*POSTGRES_ERRORS, asyncpg.PostgresError) as err:
+        metrics.rollup_runs.labels("error").inc()
+        metrics.postgres_errors.labels("rollup").inc()
+        log.warning("rollup: PostgreSQL failed, the batch stays in Redis: %s", err)
+        return False
+    except Exception:
+        metrics.rollup_runs.labels("error").inc()
+        log.exception("rollup: failed; pending counts stay in Redis for the next pass")
+        return False
+    metrics.rollup_runs.labels("ok").inc()
+    metrics.rollup_duration.observe(report.seconds)
+    metrics.rollup_rows.inc(report.rows)
+    metrics.rollup_rebuilds.inc(report.rebuilt_sites)
+    metrics.rollup_last_success.set(app[K.CLOCK].now())
+    if report.batches or report.rebuilt_sites or report.duplicate_batches:
+        log.info(
+            "rollup: %d batch(es), %d row(s), %d site(s) rebuilt, %d duplicate(s) skipped,"
+            " %d site(s) busy elsewhere, %.3f s",
+            report.batches,
+            report.rows,
+            report.rebuilt_sites,
+            report.duplicate_batches,
+            report.skipped_sites,
+            report.seconds,
+        )
+    return True
+
+
+async def rollup_loop(app: web.Application) -> None:
+    """Drift-free: passes start at t0 + k * interval (skipping missed ticks), or at once when a
+    beacon finds a site's counters unbuilt."""
+    loop = asyncio.get_running_loop()
+    interval = app[K.SETTINGS].rollup_interval
+    wake = app[K.ROLLUP_WAKE]
+    next_at = loop.time()
+    while True:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wake.wait(), max(0.0, next_at - loop.time()))
+        wake.clear()
+        await rollup_pass(app)
+        now = loop.time()
+        while next_at <= now:
+            next_at += interval
+
+
+async def rollup_ctx(app: web.Application) -> AsyncIterator[None]:
+    task = asyncio.create_task(rollup_loop(app), name="rollup")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    log.info("final rollup before exit")
+    await rollup_pass(app, wait=True)

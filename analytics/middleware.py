@@ -1,0 +1,86 @@
+"""Edges: every error answered as JSON (unknown routes included), and per-route metrics."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+import msgspec
+from aiohttp import web
+
+from aggregations.errors import AnalyticsError
+from analytics import appkeys as K
+
+log = logging.getLogger("analytics.http")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+HTTP_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "too_large",
+    414: "uri_too_long",
+    431: "headers_too_large",
+}
+
+
+def error_response(
+    status: int,
+    code: str,
+    detail: str,
+    field: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
+    body: dict[str, str] = {"error": code, "detail": detail}
+    if field:
+        body["field"] = field
+    return web.Response(
+        status=status,
+        body=msgspec.json.encode(body),
+        content_type="application/json",
+        headers={
+            "Access-Control-Allow-Origin": "*",
+            "Cache-Control": "no-store",
+            **(headers or {}),
+        },
+    )
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except AnalyticsError as err:
+        return error_response(err.status, err.code, err.detail, err.field)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = HTTP_CODES.get(exc.status, "http_error")
+        detail = "no such resource" if exc.status == 404 else exc.reason
+        if exc.status == 405:
+            detail = f"{request.method} is not allowed here"
+        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        return error_response(exc.status, code, detail, headers=headers)
+    except Exception:
+        log.exception("unhandled error on %s", request.match_info.route.name or "unmatched")
+        return error_response(500, "internal", "the service failed to answer; it is logged")
+
+
+@web.middleware
+async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        metrics = request.app[K.METRICS]
+        route = request.match_info.route.name or "unmatched"
+        metrics.http_requests.labels(route, f"{status // 100}xx").inc()
+        metrics.http_duration.labels(route).observe(time.perf_counter() - started)

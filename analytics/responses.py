@@ -1,0 +1,52 @@
+"""Answers shared by the read views: JSON with CORS, a short public cache life and an ETag."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+READ_MAX_AGE = 2
+CORS = {"Access-Control-Allow-Origin": "*"}
+
+
+def etag_of(body: bytes) -> str:
+    return 'W/"' + hashlib.blake2b(body, digest_size=8).hexdigest() + '"'
+
+
+def not_modified(request: web.Request, etag: str) -> bool:
+    header = request.headers.get("If-None-Match")
+    if not header:
+        return False
+    tags = {t.strip() for t in header.split(",")}
+    return "*" in tags or etag in tags or etag.removeprefix("W/") in tags
+
+
+def cached(
+    request: web.Request,
+    body: bytes,
+    content_type: str,
+    max_age: int = READ_MAX_AGE,
+    charset: str | None = None,
+) -> web.Response:
+    """`body` with validators; 304 when the client already has it."""
+    etag = etag_of(body)
+    headers = {"Cache-Control": f"public, max-age={max_age}", "ETag": etag, **CORS}
+    if not_modified(request, etag):
+        return web.Response(status=304, headers=headers)
+    return web.Response(body=body, content_type=content_type, charset=charset, headers=headers)
+
+
+def read_json(request: web.Request, payload: Any, max_age: int = READ_MAX_AGE) -> web.Response:
+    return cached(request, msgspec.json.encode(payload), "application/json", max_age)
+
+
+def private_json(payload: Any, status: int = 200) -> web.Response:
+    return web.Response(
+        status=status,
+        body=msgspec.json.encode(payload),
+        content_type="application/json",
+        headers={"Cache-Control": "no-store"},
+    )

@@ -1,0 +1,52 @@
+"""The URL table. Route names label the HTTP metrics, so they are a small fixed set."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from analytics import admin, api, health, pages
+from collectors.handlers import BeaconViews
+
+SITE = "/api/v1/sites/{site}"
+ROUTE_NAMES = (
+    "index",
+    "tracker",
+    "collect",
+    "collect_preflight",
+    "pixel",
+    "counters",
+    "article",
+    "articles",
+    "top",
+    "daily",
+    "sites",
+    "site",
+    "baseline",
+    "healthz",
+    "readyz",
+    "metrics",
+    "unmatched",
+)
+
+
+def setup_routes(app: web.Application, beacons: BeaconViews) -> None:
+    app.router.add_routes(
+        [
+            web.get("/", pages.index, name="index"),
+            web.get("/t.js", beacons.tracker, name="tracker"),
+            web.post("/collect", beacons.collect, name="collect"),
+            web.options("/collect", beacons.preflight, name="collect_preflight"),
+            web.get("/collect.gif", beacons.pixel, name="pixel"),
+            web.get(SITE + "/counters", api.counters, name="counters"),
+            web.get(SITE + "/articles/{article}", api.article, name="article"),
+            web.get(SITE + "/articles", api.articles, name="articles"),
+            web.get(SITE + "/top", api.top, name="top"),
+            web.get(SITE + "/daily", api.daily, name="daily"),
+            web.get("/api/v1/sites", admin.list_sites, name="sites"),
+            web.put(SITE, admin.put_site, name="site"),
+            web.post(SITE + "/baseline", admin.post_baseline, name="baseline"),
+            web.get("/healthz", health.healthz, name="healthz"),
+            web.get("/readyz", health.readyz, name="readyz"),
+            web.get("/metrics", health.metrics, name="metrics"),
+        ]
+    )

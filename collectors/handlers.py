@@ -1,0 +1,130 @@
+"""HTTP handlers of intake: `POST /collect`, `GET /collect.gif`, `GET /t.js`.
+
+Each only reads the request, hands the beacon to `Intake`, and answers; errors are domain
+exceptions that the app's middleware answers as JSON, except for the pixel, which always answers
+with the GIF (the reason in `X-Analytics-Error`).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from importlib import resources
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from aggregations.errors import AnalyticsError, TooLarge
+from aggregations.reads import Reader
+from aggregations.sites import Site
+from collectors.beacons import MAX_BODY, Beacon, parse_body, parse_query
+from collectors.intake import Intake, Sender
+
+PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
+CORS = {"Access-Control-Allow-Origin": "*"}
+NO_STORE = {"Cache-Control": "no-store", **CORS}
+PREFLIGHT = {
+    **CORS,
+    "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+    "Access-Control-Allow-Headers": "Content-Type",
+    "Access-Control-Max-Age": "86400",
+}
+
+
+def static_text(name: str) -> str:
+    return resources.files("collectors.static").joinpath(name).read_text(encoding="utf-8")
+
+
+async def read_body(request: web.Request, limit: int = MAX_BODY) -> bytes:
+    """The body, refusing (413) as soon as it is known to exceed `limit` - before reading it all."""
+    if request.content_length is not None and request.content_length > limit:
+        raise TooLarge(f"a beacon is at most {limit} bytes")
+    body = bytearray()
+    while chunk := await request.content.read(limit + 1 - len(body)):
+        body += chunk
+        if len(body) > limit:
+            raise TooLarge(f"a beacon is at most {limit} bytes")
+    return bytes(body)
+
+
+def sender_of(request: web.Request, origin: str | None) -> Sender:
+    headers = request.headers
+    return Sender(
+        peer=request.remote,
+        forwarded_for=headers.get("X-Forwarded-For"),
+        user_agent=headers.get("User-Agent", ""),
+        origin=origin,
+        headers=headers,
+    )
+
+
+class BeaconViews:
+    """The intake routes. Built with the app; `attach` gives them the counting objects once
+    the stores are open (start-up)."""
+
+    intake: Intake
+    reader: Reader
+
+    def __init__(self) -> None:
+        script = static_text("t.js").encode()
+        self.tracker_body = script
+        self.tracker_etag = '"' + hashlib.sha256(script).hexdigest()[:16] + '"'
+
+    def attach(self, intake: Intake, reader: Reader) -> None:
+        self.intake = intake
+        self.reader = reader
+
+    async def collect(self, request: web.Request) -> web.StreamResponse:
+        try:
+            beacon = parse_body(await read_body(request))
+        except AnalyticsError as err:
+            self.intake.count_error(err)
+            raise
+        site, _ = await self.intake.accept(
+            beacon, sender_of(request, request.headers.get("Origin"))
+        )
+        if request.query.get("counters") == "1":
+            return await self.counters_response(site, beacon)
+        return web.Response(status=204, headers=NO_STORE)
+
+    async def counters_response(self, site: Site, beacon: Beacon) -> web.Response:
+        now = self.intake.clock.now()
+        payload: dict[str, Any] = await self.reader.counters(site, now)
+        if beacon.article:
+            payload["article"] = (await self.reader.articles(site, [beacon.article], now))[0]
+        return web.Response(
+            body=msgspec.json.encode(payload),
+            content_type="application/json",
+            headers=NO_STORE,
+        )
+
+    async def preflight(self, request: web.Request) -> web.Response:
+        return web.Response(status=204, headers=PREFLIGHT)
+
+    async def pixel(self, request: web.Request) -> web.Response:
+        status, headers = 200, dict(NO_STORE)
+        try:
+            beacon = parse_query(request.query)
+        except AnalyticsError as err:
+            self.intake.count_error(err)
+            status, headers["X-Analytics-Error"] = 400, err.code
+        else:
+            # the pixel has no Origin: the page that embeds it is its Referer
+            origin = request.headers.get("Origin") or request.headers.get("Referer")
+            try:
+                await self.intake.accept(beacon, sender_of(request, origin))
+            except AnalyticsError as err:
+                status, headers["X-Analytics-Error"] = err.status, err.code
+        return web.Response(body=PIXEL, status=status, content_type="image/gif", headers=headers)
+
+    async def tracker(self, request: web.Request) -> web.Response:
+        headers = {"Cache-Control": "public, max-age=3600", "ETag": self.tracker_etag, **CORS}
+        if request.headers.get("If-None-Match") == self.tracker_etag:
+            return web.Response(status=304, headers=headers)
+        return web.Response(
+            body=self.tracker_body,
+            content_type="application/javascript",
+            charset="utf-8",
+            headers=headers,
+        )

@@ -1,0 +1,127 @@
+"""The beacon pipeline: parse -> screen -> record, with a closed set of outcomes.
+
+`Intake.accept` takes a parsed `Beacon` and what the request says about its sender, and either
+counts it (returns None), drops it by policy (returns the `Drop` reason), or raises a domain error
+that the HTTP layer turns into a 4xx/5xx. Every outcome is counted in metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from aggregations.clock import Clock
+from aggregations.counters import ArticleCount, Hit, Recorder
+from aggregations.errors import (
+    AnalyticsError,
+    InvalidInput,
+    OriginRefused,
+    RateLimited,
+    StorageUnavailable,
+    TooLarge,
+    UnknownSite,
+)
+from aggregations.metrics import Drop, Metrics
+from aggregations.sites import Site, SiteCache, host_allowed
+from collectors.beacons import Beacon
+from collectors.clients import ClientResolver, rate_network
+from collectors.screening import screen
+
+log = logging.getLogger("analytics.intake")
+
+DROP_OF_ERROR: dict[type[AnalyticsError], Drop] = {
+    InvalidInput: Drop.INVALID,
+    TooLarge: Drop.TOO_LARGE,
+    UnknownSite: Drop.UNKNOWN_SITE,
+    OriginRefused: Drop.ORIGIN,
+    RateLimited: Drop.RATE_LIMITED,
+    StorageUnavailable: Drop.STORAGE_ERROR,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Sender:
+    """What the request tells about who sent a beacon. Never stored."""
+
+    peer: str | None
+    forwarded_for: str | None
+    user_agent: str
+    origin: str | None
+    headers: Mapping[str, str]
+
+
+class Intake:
+    def __init__(
+        self,
+        sites: SiteCache,
+        recorder: Recorder,
+        clients: ClientResolver,
+        clock: Clock,
+        metrics: Metrics,
+        on_unbuilt: Callable[[], None] | None = None,
+    ) -> None:
+        self.sites = sites
+        self.recorder = recorder
+        self.clients = clients
+        self.clock = clock
+        self.metrics = metrics
+        self._counted = metrics.beacons.labels("counted", "none")
+        self._capped = metrics.beacons.labels("counted", Drop.ID_CAP.value)
+        self.on_unbuilt = on_unbuilt
+
+    def site(self, site_id: str) -> Site:
+        site = self.sites.get(site_id)
+        if site is None:
+            raise UnknownSite(f"site {site_id!r} is not configured here", "site")
+        return site
+
+    def check_origin(self, site: Site, beacon: Beacon, origin: str | None) -> None:
+        if not site.domains:
+            return
+        if origin is not None and not host_allowed(hostname(origin), site.domains):
+            raise OriginRefused(f"origin {origin[:100]!r} is not one of the site's domains")
+        if not host_allowed(hostname(beacon.url), site.domains):
+            raise OriginRefused("url is not on one of the site's domains", "url")
+
+    def count_error(self, err: AnalyticsError) -> None:
+        reason = DROP_OF_ERROR.get(type(err), Drop.INVALID)
+        self.metrics.beacons.labels("dropped", reason.value).inc()
+
+    async def accept(self, beacon: Beacon, sender: Sender) -> tuple[Site, Drop | None]:
+        """Count `beacon`, or say why not. Raises a domain error for a refused beacon."""
+        try:
+            site = self.site(beacon.site)
+            self.check_origin(site, beacon, sender.origin)
+            drop = screen(site, sender.user_agent, sender.headers)
+            if drop is not None:
+                self.metrics.beacons.labels("dropped", drop.value).inc()
+                return site, drop
+            client = self.clients.client(sender.peer, sender.forwarded_for)
+            hit = Hit(
+                site=site,
+                identity=f"{site.id}\0{client}\0{sender.user_agent}".encode(),
+                network=rate_network(client).encode(),
+                ts=self.clock.now(),
+                article=beacon.article,
+                title=beacon.title,
+            )
+            recorded = await self.recorder.record(hit)
+        except AnalyticsError as err:
+            self.count_error(err)
+            raise
+        if recorded.article is ArticleCount.CAPPED:
+            self._capped.inc()
+            return site, Drop.ID_CAP
+        self._counted.inc()
+        if not recorded.built and self.on_unbuilt is not None:
+            self.on_unbuilt()
+        return site, None
+
+
+def hostname(url: str) -> str | None:
+    try:
+        return urlsplit(url).hostname
+    except ValueError:
+        return None

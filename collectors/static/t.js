@@ -1,0 +1,48 @@
+/* Visitor analytics tracker: one beacon per page view, no cookies, no storage. */
+(function (w, d) {
+  var s = d.currentScript;
+  if (!s || w.__analytics) return;
+  var site = s.getAttribute("data-site");
+  if (!site) return;
+  var api = s.getAttribute("data-api") || s.src.replace(/\/t\.js(?:[?#].*)?$/, "");
+  var art = s.getAttribute("data-article");
+  var last, first = 1;
+  var A = (w.__analytics = { api: api, site: site, hooks: [] });
+
+  function meta(name) {
+    var m = d.querySelector('meta[name="analytics:' + name + '"]');
+    return m && m.getAttribute("content");
+  }
+
+  function send() {
+    var url = location.href;
+    if (url === last) return;
+    last = url;
+    var article = (first ? art : null) || meta("article");
+    var body = { site: site, url: url };
+    if (d.referrer && first) body.referrer = d.referrer;
+    if (article) body.article = article;
+    if (d.title) body.title = d.title.slice(0, 300);
+    first = 0;
+    var data = JSON.stringify(body);
+    // a widget on the page may ask for the counters with the same request
+    for (var i = 0; i < A.hooks.length; i++) if (A.hooks[i](data, body)) return;
+    var end = api + "/collect";
+    if (!(navigator.sendBeacon && navigator.sendBeacon(end, data)) && w.fetch)
+      fetch(end, { method: "POST", body: data, keepalive: true, credentials: "omit" })["catch"](function () {});
+  }
+
+  A.send = send;
+  function later() { setTimeout(send, 0); }
+  var h = w.history;
+  ["pushState", "replaceState"].forEach(function (m) {
+    var orig = h[m];
+    h[m] = function () { var r = orig.apply(this, arguments); later(); return r; };
+  });
+  w.addEventListener("popstate", later);
+  if (d.visibilityState === "prerender")
+    d.addEventListener("visibilitychange", function v() {
+      if (d.visibilityState !== "prerender") { d.removeEventListener("visibilitychange", v); later(); }
+    });
+  else later();
+})(window, document);

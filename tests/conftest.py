@@ -1,0 +1,144 @@
+"""Fixtures: real Redis and PostgreSQL (see `tests.stores`), an injected clock, the app."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import asyncpg
+import pytest
+from aiohttp.test_utils import TestClient
+from prometheus_client import CollectorRegistry
+
+from aggregations.clock import ManualClock
+from analytics.app import create_app
+from analytics.settings import Settings
+from collectors.clients import parse_networks
+from tests.stores import Stores, flush_prefix, test_stores
+
+ADMIN_TOKEN = "test-admin-token-0123456789"
+VN = ZoneInfo("Asia/Ho_Chi_Minh")
+TABLES = (
+    "rollup_batches, period_visitors, article_baselines, site_baselines, articles,"
+    " article_days, site_days, sites"
+)
+_counter = itertools.count()
+
+
+def at(text: str, tz: ZoneInfo = VN) -> float:
+    """Unix time of a local wall-clock time, e.g. at('2026-11-27 10:00:00')."""
+    return datetime.fromisoformat(text).replace(tzinfo=tz).timestamp()
+
+
+@pytest.fixture(scope="session")
+def stores() -> Iterator[Stores]:
+    with test_stores() as found:
+        yield found
+
+
+@pytest.fixture
+async def db(stores: Stores) -> AsyncIterator[asyncpg.Connection]:
+    """A connection to the run's database, emptied for this test."""
+    conn = await asyncpg.connect(stores.database_url)
+    await conn.execute(f"TRUNCATE {TABLES} CASCADE")
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+def prefix(stores: Stores) -> Iterator[str]:
+    """This test's own Redis key space."""
+    value = f"t{stores.run_id}n{next(_counter)}"
+    yield value
+    flush_prefix(stores.redis_url, value)
+
+
+@pytest.fixture
+def settings(stores: Stores, prefix: str, db: asyncpg.Connection) -> Settings:
+    return Settings(
+        redis_url=stores.redis_url,
+        database_url=stores.database_url,
+        redis_prefix=prefix,
+        admin_token=ADMIN_TOKEN,
+        rollup_enabled=False,
+        trusted_proxies=parse_networks(["127.0.0.0/8", "::1"]),
+    )
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(at("2026-11-27 10:00:00"))
+
+
+MakeClient = Callable[..., Awaitable[TestClient[Any, Any]]]
+
+
+@pytest.fixture
+def make_client(
+    aiohttp_client: Any, settings: Settings, clock: ManualClock
+) -> MakeClient:
+    async def make(
+        settings: Settings = settings,
+        clock: ManualClock = clock,
+        registry: CollectorRegistry | None = None,
+    ) -> TestClient[Any, Any]:
+        app = create_app(settings, clock=clock, registry=registry or CollectorRegistry())
+        client: TestClient[Any, Any] = await aiohttp_client(app)
+        return client
+
+    return make
+
+
+async def add_site(client: TestClient[Any, Any], site: str = "caobang", **body: Any) -> None:
+    body.setdefault("domains", ["caobang.gov.vn"])
+    resp = await client.put(
+        f"/api/v1/sites/{site}", json=body, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    )
+    assert resp.status in (200, 201), await resp.text()
+
+
+@pytest.fixture
+async def client(make_client: MakeClient) -> TestClient[Any, Any]:
+    """The app with one site, `caobang`, on caobang.gov.vn, in Asia/Ho_Chi_Minh."""
+    c = await make_client()
+    await add_site(c)
+    return c
+
+
+BROWSER = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko)"
+    " Chrome/131.0.0.0 Safari/537.36"
+)
+
+
+async def send(
+    client: TestClient[Any, Any],
+    site: str = "caobang",
+    *,
+    ip: str = "203.0.113.7",
+    ua: str = BROWSER,
+    article: str | None = None,
+    url: str = "https://caobang.gov.vn/tin-tuc/1",
+    headers: dict[str, str] | None = None,
+    query: str = "",
+    **extra: Any,
+) -> Any:
+    """POST one beacon as a browser at `ip` would (the test server trusts the loopback proxy)."""
+    body: dict[str, Any] = {"site": site, "url": url, **extra}
+    if article is not None:
+        body["article"] = article
+    return await client.post(
+        "/collect" + query,
+        json=body,
+        headers={
+            "User-Agent": ua,
+            "X-Forwarded-For": ip,
+            "Origin": "https://caobang.gov.vn",
+            **(headers or {}),
+        },
+    )
