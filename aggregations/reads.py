@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -130,9 +130,14 @@ class Reader:
             "all": k.articles_total,
         }[period]
         try:
-            ranked = await self.redis.zrevrange(key, 0, limit - 1, withscores=True)
+            ranked = cast(
+                list[tuple[bytes, float]],
+                await self.redis.zrevrange(key, 0, limit - 1, withscores=True),
+            )
             ids = [a.decode() for a, _ in ranked]
-            pending = await self.redis.hmget(k.pending_titles, ids) if ids else []
+            pending = cast(
+                list[bytes | None], await self.redis.hmget(k.pending_titles, ids) if ids else []
+            )
         except RedisError as err:
             raise StorageUnavailable(f"Redis could not be read: {err}") from err
         titles = {a: t.decode() for a, t in zip(ids, pending, strict=True) if t is not None}

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
+import asyncpg
 from aiohttp import web
 from redis.asyncio import Redis
 
@@ -25,7 +25,7 @@ METRICS = web.AppKey("metrics", Metrics)
 REDIS_URL = web.AppKey("redis_url", str)
 DATABASE_URL = web.AppKey("database_url", str)
 REDIS = web.AppKey("redis", Redis)
-POOL = web.AppKey("pool", Any)  # asyncpg.Pool
+POOL: web.AppKey[asyncpg.Pool] = web.AppKey("pool")
 SCRIPTS = web.AppKey("scripts", Scripts)
 SITES = web.AppKey("sites", SiteCache)
 RECORDER = web.AppKey("recorder", Recorder)

@@ -107,9 +107,7 @@ async def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
 
 def serve(settings: Settings) -> int:
     if settings.workers > 1:
-        from analytics.workers import serve_workers
-
-        return serve_workers(settings)
+        raise SettingsError("ANALYTICS_WORKERS above 1 is not supported yet")
     web.run_app(
         create_app(settings),
         host=settings.host,

@@ -125,7 +125,7 @@ class EmbeddedPostgres:
             ) from err
         self.dir.mkdir(parents=True, exist_ok=True)
         # pgserver shares one server between the processes that use the same data directory
-        self.server = pgserver.get_server(self.dir, cleanup_mode="stop")
+        self.server = pgserver.get_server(self.dir, cleanup_mode="stop")  # type: ignore[attr-defined]
         uri: str = self.server.get_uri()
         log.info("embedded postgres running in %s", self.dir)
         return uri

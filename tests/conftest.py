@@ -79,9 +79,7 @@ MakeClient = Callable[..., Awaitable[TestClient[Any, Any]]]
 
 
 @pytest.fixture
-def make_client(
-    aiohttp_client: Any, settings: Settings, clock: ManualClock
-) -> MakeClient:
+def make_client(aiohttp_client: Any, settings: Settings, clock: ManualClock) -> MakeClient:
     async def make(
         settings: Settings = settings,
         clock: ManualClock = clock,
