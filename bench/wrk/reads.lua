@@ -1,0 +1,3 @@
+-- GET the fixed path given on wrk's command line: the widget's reads. No `request` function, so
+-- wrk builds the request once and the load generator costs the same against either app.
+-- (The bench appends report.lua, which prints the WRKJSON line.)
