@@ -181,12 +181,16 @@ async def rebuild_site(
         *(z[0] for z in zsets),
         *(keys.staging(z[1]) for z in zsets),
     ]
+
+    def ttl(expires: int) -> int:
+        return 0 if expires == 0 else max(1, int(expires - now))
+
     args: list[Any] = [len(hashes), len(hlls), len(zsets), base_pv, base_visits]
     for _, pv, visits, expires in hashes:
-        args += [pv, visits, expires]
+        args += [pv, visits, ttl(expires)]
     for _, hll, expires in hlls:
-        args += [hll or b"", expires]
-    args += [z[2] for z in zsets]
+        args += [hll or b"", ttl(expires)]
+    args += [ttl(z[2]) for z in zsets]
     args.append(int(now))
     done = await scripts.merge_rebuild(keys=script_keys, args=args)
     return bool(done)
