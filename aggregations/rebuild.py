@@ -74,7 +74,8 @@ async def rebuild_site(
         first,
     )
     total = await conn.fetchrow(
-        "SELECT coalesce(sum(pageviews), 0) AS pv, coalesce(sum(visits), 0) AS visits"
+        "SELECT coalesce(sum(pageviews), 0)::bigint AS pv,"
+        " coalesce(sum(visits), 0)::bigint AS visits"
         " FROM site_days WHERE site_id = $1",
         sid,
     )
@@ -98,14 +99,14 @@ async def rebuild_site(
             "SELECT article, views FROM article_days WHERE site_id = $1 AND day = $2", sid, p.day
         ),
         "aw": await conn.fetch(
-            "SELECT article, sum(views) FROM article_days WHERE site_id = $1 AND day >= $2"
-            " GROUP BY article",
+            "SELECT article, sum(views)::bigint FROM article_days"
+            " WHERE site_id = $1 AND day >= $2 GROUP BY article",
             sid,
             p.week_start,
         ),
         "am": await conn.fetch(
-            "SELECT article, sum(views) FROM article_days WHERE site_id = $1 AND day >= $2"
-            " GROUP BY article",
+            "SELECT article, sum(views)::bigint FROM article_days"
+            " WHERE site_id = $1 AND day >= $2 GROUP BY article",
             sid,
             p.month_start,
         ),
