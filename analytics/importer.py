@@ -64,8 +64,8 @@ def read_csv(path: Path) -> dict[str, SiteImport]:
 
 async def import_csv(app: web.Application, path: Path, source: str) -> list[str]:
     sites = read_csv(path)
-    known = app[K.SITES]
-    unknown = sorted(s for s in sites if known.get(s) is None)
+    known = {s: app[K.SITES].get(s) for s in sites}
+    unknown = sorted(s for s, site in known.items() if site is None)
     if unknown:
         raise InvalidInput(f"unknown site(s): {', '.join(unknown)}; add them first")
     summary = []
@@ -77,9 +77,10 @@ async def import_csv(app: web.Application, path: Path, source: str) -> list[str]
                 app[K.SCRIPTS],
                 conn,
                 app[K.SETTINGS].redis_prefix,
-                site_id,
+                known[site_id],  # type: ignore[arg-type]  # checked above
                 baseline,
                 source,
+                app[K.CLOCK].now(),
             )
             total = "" if entry.pageviews is None else f"total {entry.pageviews} page views, "
             summary.append(
