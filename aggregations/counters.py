@@ -12,13 +12,15 @@ import secrets
 from dataclasses import dataclass
 from datetime import date
 from enum import IntEnum
+from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from aggregations.errors import RateLimited, StorageUnavailable
 from aggregations.keys import SiteKeys
 from aggregations.periods import Calendar, Periods
+from aggregations.pipeline import GroupCommit, bulk, bulks
 from aggregations.scripts import Scripts, as_text
 from aggregations.sites import Site
 
@@ -33,6 +35,10 @@ class Hit:
     ts: float
     article: str | None = None
     title: str | None = None
+
+
+RECORD_KEYS = 22  # see lua/record.lua
+RECORD_ARGS = 19
 
 
 class ArticleCount(IntEnum):
@@ -104,8 +110,27 @@ class Salts:
         self._salts[(site, day)] = salt
 
 
+@dataclass(slots=True)
+class _Command:
+    """The counting script's command for one site and day, pre-encoded in runs (RESP), so that
+    a beacon encodes only what is its own: visitor, client, time, article, title. Saves about
+    10 us a beacon against encoding all 44 arguments each time."""
+
+    head: bytes  # EVALSHA, the script's SHA, the number of keys, the salt and seen keys
+    visit_articles: str  # key prefix, completed with the visitor
+    tail: bytes  # the 17 period, pending, article and marker keys
+    rate_client: str  # key prefix, completed with the client's hash
+    rate_site: bytes
+    policy_day: bytes  # visit timeout, seen retention, day label
+    dedup_cap: bytes  # article dedup flag, articles a day
+    limits: bytes
+    ttl_second: int = -1  # the second `ttls` was encoded for
+    ttls: bytes = b""
+
+
 class Recorder:
-    """Counts hits into Redis."""
+    """Counts hits into Redis: one run of `lua/record.lua` a hit, sent through the group commit
+    (`aggregations.pipeline`) so that concurrent hits share one write to Redis."""
 
     def __init__(
         self,
@@ -114,14 +139,17 @@ class Recorder:
         prefix: str,
         policy: CountingPolicy,
         calendar: Calendar | None = None,
+        *,
+        pipe: GroupCommit,
     ) -> None:
         self.redis = redis
         self.scripts = scripts
         self.prefix = prefix
         self.policy = policy
         self.calendar = calendar or Calendar()
+        self.pipe = pipe
         self.salts = Salts()
-        self._keys: dict[tuple[str, date], tuple[SiteKeys, list[str], list[str]]] = {}
+        self._commands: dict[tuple[str, date], _Command] = {}
         p = policy
         self._policy_args = [
             int(p.visit_timeout * 1000),
@@ -134,13 +162,12 @@ class Recorder:
             p.site_limit.burst,
         ]
 
-    def _site_keys(self, site: str, periods: Periods) -> tuple[SiteKeys, list[str], list[str]]:
-        cached = self._keys.get((site, periods.day))
+    def _command(self, site: str, periods: Periods) -> _Command:
+        cached = self._commands.get((site, periods.day))
         if cached is None:
-            if len(self._keys) > 10_000:
-                self._keys.clear()
+            if len(self._commands) > 10_000:
+                self._commands.clear()
             k = SiteKeys(self.prefix, site)
-            head = [k.salt(periods.day), k.seen]
             tail = [
                 *(k.day(periods.day), k.week(periods.week), k.month(periods.month)),
                 *(k.year(periods.year), k.total),
@@ -150,39 +177,71 @@ class Recorder:
                 *(k.articles_day(periods.day), k.articles_week(periods.week)),
                 *(k.articles_month(periods.month), k.articles_total, k.marker),
             ]
-            cached = self._keys[(site, periods.day)] = (k, head, tail)
+            p = self.policy
+            cached = self._commands[(site, periods.day)] = _Command(
+                head=b"*%d\r\n" % (3 + RECORD_KEYS + RECORD_ARGS)
+                + bulks(["EVALSHA", self.scripts.record.sha, RECORD_KEYS])
+                + bulks([k.salt(periods.day), k.seen]),
+                visit_articles=k.visit_articles(""),
+                tail=bulks(tail),
+                rate_client=k.rate_client(""),
+                rate_site=bulk(k.rate_site.encode()),
+                policy_day=bulks([*self._policy_args, periods.day.isoformat()]),
+                dedup_cap=bulks([1 if p.article_dedup else 0, p.max_articles_per_day]),
+                limits=bulks(self._limit_args),
+            )
         return cached
+
+    def _pack(self, cmd: _Command, periods: Periods, hit: Hit, salt: str) -> bytes:
+        """The script's command: KEYS salt, seen, visit articles, tail, client and site rate
+        buckets; ARGV salt, visitor, now, policy and day, article, title, dedup and cap, TTLs,
+        limits - the order `lua/record.lua` documents."""
+        key = bytes.fromhex(salt)
+        visitor = visitor_id(key, hit.identity)
+        client = visitor_id(key, hit.network)
+        second = int(hit.ts)
+        if cmd.ttl_second != second:
+            cmd.ttls, cmd.ttl_second = bulks(ttls(periods, hit.ts)), second
+        return b"".join(
+            [
+                cmd.head,
+                bulk((cmd.visit_articles + visitor).encode()),
+                cmd.tail,
+                bulk((cmd.rate_client + client).encode()),
+                cmd.rate_site,
+                bulk(salt.encode()),
+                bulk(visitor.encode()),
+                b"$%d\r\n%d\r\n" % (len(b"%d" % int(hit.ts * 1000)), int(hit.ts * 1000)),
+                cmd.policy_day,
+                bulk((hit.article or "").encode()),
+                bulk((hit.title or "").encode()),
+                cmd.dedup_cap,
+                cmd.ttls,
+                cmd.limits,
+            ]
+        )
+
+    async def _run(self, command: bytes) -> Any:
+        try:
+            try:
+                return await self.pipe.call(command)
+            except NoScriptError:
+                # Redis restarted or its scripts were flushed: load ours again, once
+                await self.redis.script_load(self.scripts.record.script)
+                return await self.pipe.call(command)
+        except RedisError as err:
+            raise StorageUnavailable(f"Redis refused the hit: {err}") from err
 
     async def record(self, hit: Hit) -> Recorded:
         site = hit.site
         periods = self.calendar.at(hit.ts, site.tz)
-        k, head, tail = self._site_keys(site.id, periods)
+        cmd = self._command(site.id, periods)
         for _ in range(3):
             salt = self.salts.get(site.id, periods.day)
-            key = bytes.fromhex(salt)
-            visitor = visitor_id(key, hit.identity)
-            client = visitor_id(key, hit.network)
-            keys = [*head, k.visit_articles(visitor), *tail, k.rate_client(client), k.rate_site]
-            args = [
-                salt,
-                visitor,
-                int(hit.ts * 1000),
-                *self._policy_args,
-                periods.day.isoformat(),
-                hit.article or "",
-                hit.title or "",
-                1 if self.policy.article_dedup else 0,
-                self.policy.max_articles_per_day,
-                *ttls(periods, hit.ts),
-                *self._limit_args,
-            ]
-            try:
-                reply = await self.scripts.record(keys=keys, args=args)
-            except RedisError as err:
-                raise StorageUnavailable(f"Redis refused the hit: {err}") from err
-            status = int(reply[0])
+            reply = await self._run(self._pack(cmd, periods, hit, salt))
+            status = reply[0]
             if status == 1:
-                return Recorded(bool(reply[1]), ArticleCount(int(reply[2])), bool(reply[3]))
+                return Recorded(bool(reply[1]), ArticleCount(reply[2]), bool(reply[3]))
             if status == 2:
                 raise RateLimited(f"too many page views from this {as_text(reply[1])}")
             self.salts.learn(site.id, periods.day, as_text(reply[1]))

@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 from aggregations.clock import Clock
 from aggregations.counters import Recorder
 from aggregations.metrics import Metrics
+from aggregations.pipeline import GroupCommit
 from aggregations.reads import Reader
 from aggregations.rollup import Rollup
 from aggregations.scripts import Scripts
@@ -27,6 +28,7 @@ DATABASE_URL = web.AppKey("database_url", str)
 REDIS = web.AppKey("redis", Redis)
 POOL: web.AppKey[asyncpg.Pool] = web.AppKey("pool")
 SCRIPTS = web.AppKey("scripts", Scripts)
+PIPE = web.AppKey("pipe", GroupCommit)
 SITES = web.AppKey("sites", SiteCache)
 RECORDER = web.AppKey("recorder", Recorder)
 READER = web.AppKey("reader", Reader)

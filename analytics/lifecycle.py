@@ -19,6 +19,7 @@ from redis.exceptions import RedisError
 from aggregations.counters import CountingPolicy, RateLimit, Recorder
 from aggregations.errors import POSTGRES_ERRORS
 from aggregations.periods import Calendar
+from aggregations.pipeline import GroupCommit
 from aggregations.reads import Reader
 from aggregations.rollup import Rollup
 from aggregations.scripts import Scripts
@@ -27,7 +28,7 @@ from analytics import appkeys as K
 from analytics.db import create_pool, migrate
 from analytics.embedded import EmbeddedPostgres, EmbeddedRedis, runtime_dir
 from analytics.settings import Settings
-from analytics.storage import close_redis, open_redis
+from analytics.storage import REDIS_TIMEOUT, close_redis, open_redis
 from collectors.clients import ClientResolver
 from collectors.intake import Intake
 
@@ -81,9 +82,11 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
     redis = open_redis(app[K.REDIS_URL])
     app[K.REDIS] = redis
     app[K.SCRIPTS] = Scripts(redis)
+    app[K.PIPE] = GroupCommit(app[K.REDIS_URL], timeout=REDIS_TIMEOUT)
     try:
         yield
     finally:
+        await app[K.PIPE].aclose()
         await close_redis(redis)
 
 
@@ -150,7 +153,9 @@ async def counting_ctx(app: web.Application) -> AsyncIterator[None]:
     calendar = Calendar()
     wake = app[K.ROLLUP_WAKE] = asyncio.Event()
     redis, scripts, prefix = app[K.REDIS], app[K.SCRIPTS], settings.redis_prefix
-    app[K.RECORDER] = Recorder(redis, scripts, prefix, counting_policy(settings), calendar)
+    app[K.RECORDER] = Recorder(
+        redis, scripts, prefix, counting_policy(settings), calendar, pipe=app[K.PIPE]
+    )
     app[K.READER] = Reader(redis, scripts, prefix, settings.online_window, calendar)
     app[K.INTAKE] = Intake(
         app[K.SITES],

@@ -1,0 +1,89 @@
+"""The group commit (`aggregations.pipeline`) against the real Redis: every caller gets its own
+reply, errors stay with the command that caused them, and a lost Redis fails only what waited."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from urllib.parse import urlsplit
+
+import pytest
+from redis.exceptions import ConnectionError, NoScriptError, ResponseError, TimeoutError
+
+from aggregations.pipeline import GroupCommit, bulks, pack
+from tests.proxy import Proxy
+from tests.stores import Stores
+
+
+@pytest.fixture
+async def pipe(stores: Stores):
+    p = GroupCommit(stores.redis_url, timeout=2.0)
+    yield p
+    await p.aclose()
+
+
+def test_pack_is_resp():
+    assert pack(b"SET", b"k", b"v") == b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n"
+    assert bulks(["a", 12, b"\xff"]) == b"$1\r\na\r\n$2\r\n12\r\n$1\r\n\xff\r\n"
+
+
+async def test_concurrent_calls_share_one_write_and_get_their_own_replies(pipe, prefix):
+    writes = []
+    await pipe.execute(pack(b"PING"))  # connected
+    transport = pipe._conn.transport
+    real_write = transport.write
+    transport.write = lambda data: (writes.append(data), real_write(data))[1]
+    key = f"{prefix}:{{p}}:n".encode()
+    replies = await asyncio.gather(*(pipe.execute(pack(b"INCR", key)) for _ in range(50)))
+    assert replies == list(range(1, 51))
+    assert len(writes) == 1
+
+
+async def test_an_error_reply_fails_only_its_own_command(pipe, prefix):
+    key = f"{prefix}:{{p}}:s".encode()
+    ok, bad, ok2 = await asyncio.gather(
+        pipe.execute(pack(b"SET", key, b"1")),
+        pipe.execute(pack(b"INCRBY", key, b"not-a-number")),
+        pipe.execute(pack(b"INCR", key)),
+        return_exceptions=True,
+    )
+    assert ok == b"OK"
+    assert isinstance(bad, ResponseError)
+    assert ok2 == 2
+
+
+async def test_an_unknown_script_is_noscript(pipe):
+    sha = uuid.uuid4().hex + "00000000"
+    with pytest.raises(NoScriptError):
+        await pipe.execute(pack(b"EVALSHA", sha.encode(), b"0"))
+
+
+async def test_a_lost_connection_fails_what_waits_then_reconnects(stores, prefix):
+    target = urlsplit(stores.redis_url)
+    proxy = Proxy(target.hostname or "127.0.0.1", target.port or 6379)
+    await proxy.start()
+    pipe = GroupCommit(f"redis://127.0.0.1:{proxy.port}{target.path}", timeout=2.0)
+    try:
+        assert await pipe.execute(pack(b"PING")) == b"PONG"
+        blocked = pipe.call(pack(b"BLPOP", f"{prefix}:{{p}}:never".encode(), b"0"))
+        await asyncio.sleep(0.1)
+        await proxy.stop()
+        with pytest.raises(ConnectionError):
+            await blocked
+        with pytest.raises(ConnectionError):
+            await pipe.execute(pack(b"PING"))  # Redis unreachable: refused at once
+        await proxy.start()
+        assert await pipe.execute(pack(b"PING")) == b"PONG"
+    finally:
+        await pipe.aclose()
+        await proxy.stop()
+
+
+async def test_a_silent_redis_times_out(stores, prefix):
+    pipe = GroupCommit(stores.redis_url, timeout=0.4)
+    try:
+        with pytest.raises(TimeoutError):
+            await pipe.execute(pack(b"BLPOP", f"{prefix}:{{p}}:never".encode(), b"0"))
+        assert await pipe.execute(pack(b"PING")) == b"PONG"
+    finally:
+        await pipe.aclose()
