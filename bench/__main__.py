@@ -24,6 +24,7 @@ import aiohttp
 import redis
 
 from aggregations.keys import SiteKeys
+from analytics import loops
 from bench import memory, profile
 from bench.exact import send_exactly
 from bench.load import Result, find_wrk, run_wrk
@@ -81,13 +82,9 @@ class Rounds:
     checks: list[Check] = field(default_factory=list)
 
 
-def loop_kind() -> str:
-    """The event loop `analytics serve` runs on, so that the bare app runs on the same."""
-    try:
-        from analytics.loops import loop_kind as kind
-    except ImportError:
-        return "asyncio"
-    return kind(os.environ)
+def loop_kind(wanted: str) -> str:
+    """The event loop `analytics serve` will run on, so that the bare app runs on the same."""
+    return loops.loop_kind({"ANALYTICS_EVENT_LOOP": wanted})
 
 
 def cpu_model() -> str:
@@ -112,6 +109,23 @@ def spread(values: list[float], fmt: str = "{:.0f}") -> str:
     return " / ".join(fmt.format(v) for v in parts)
 
 
+def cpu_seconds(pids: tuple[int, ...]) -> float:
+    """User + system CPU time the processes have used so far."""
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def redis_cpu(client: redis.Redis) -> float:
+    info = client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
 def page_views(client: redis.Redis, keys: SiteKeys) -> int:
     return int(client.hget(keys.total, "pv") or 0)
 
@@ -127,6 +141,7 @@ class Bench:
         self.keys = SiteKeys(stores.prefix, SITE)
         self.redis = redis.Redis.from_url(REDIS_URL)
         self.seed = 0
+        self.cpu = (0.0, 0.0)  # the last round's CPU microseconds a request: server, Redis
 
     def wrk(self, server: Server, scenario: Scenario, seconds: float) -> Result:
         self.seed += 1
@@ -144,7 +159,10 @@ class Bench:
         counting = server.name == "service" and scenario.name == "collect"
         if counting:
             pv0, svc0 = page_views(self.redis, self.keys), counted_metric(server)
+        cpu0, redis0 = cpu_seconds(server.pids), redis_cpu(self.redis)
         result = self.wrk(server, scenario, self.args.duration)
+        cpu, redis_used = cpu_seconds(server.pids) - cpu0, redis_cpu(self.redis) - redis0
+        self.cpu = (1e6 * cpu / max(1, result.requests), 1e6 * redis_used / max(1, result.requests))
         if counting:
             time.sleep(0.3)  # let requests written just before wrk's deadline finish
             check = Check(
@@ -171,10 +189,12 @@ class Bench:
                 for server in order:
                     result = self.measured(server, scenario, results[scenario.name])
                     getattr(results[scenario.name], server.name).append(result)
+                    b_cpu = self.cpu
                     print(
                         f"  round {i + 1} {scenario.name:<8} {server.name:<7}"
                         f" {result.rate:>9.0f}/s  p50 {result.p50_ms:5.2f} ms"
                         f"  p99 {result.p99_ms:6.2f} ms  errors {result.errors}"
+                        f"  CPU/request: server {b_cpu[0]:.0f} us, Redis {b_cpu[1]:.0f} us"
                         f"  (load {load_average()})",
                         flush=True,
                     )
@@ -236,6 +256,7 @@ def header(args: argparse.Namespace, kind: str) -> None:
 
 
 def exact_check(server: Server, b: Bench, count: int) -> bool:
+    time.sleep(0.5)  # requests written just before the last wrk deadline are still counting
     pv0 = page_views(b.redis, b.keys)
     acked = asyncio.run(send_exactly(server.url, count))
     counted = page_views(b.redis, b.keys) - pv0
@@ -279,6 +300,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=lambda v: v.split(","),
         help="scenarios to run (collect,counters,articles)",
     )
+    p.add_argument(
+        "--loop", choices=loops.CHOICES, default="auto", help="event loop of both servers (auto)"
+    )
     p.add_argument("--profile", action="store_true", help="profile the service under beacons")
     p.add_argument("--exact", type=int, default=5000, help="beacons in the exact count (5000)")
     p.add_argument("--rollup-rows", type=int, default=1_000_000, help="rollup bench size; 0: skip")
@@ -288,9 +312,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     find_wrk()
-    kind = loop_kind()
+    kind = loop_kind(args.loop)
     header(args, kind)
-    env = {"ANALYTICS_WORKERS": str(args.workers)} if args.workers > 1 else {}
+    env = {"ANALYTICS_EVENT_LOOP": kind}
+    if args.workers > 1:
+        env["ANALYTICS_WORKERS"] = str(args.workers)
     with bench_stores() as stores, bare(kind) as bare_server, service(stores, env) as svc:
         b = Bench(args, stores)
         results = b.run(bare_server, svc)

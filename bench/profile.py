@@ -23,7 +23,7 @@ def start(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes] | None
         print("bench: py-spy is not installed (pip install py-spy): no profile", flush=True)
         return None
     cmd = [exe, "record", "-p", str(pid), "-d", str(max(1, int(seconds)))]
-    cmd += ["-r", "200", "--nonblocking", "-f", "raw", "-o", str(out)]
+    cmd += ["-r", "200", "-f", "raw", "-o", str(out)]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 

@@ -145,7 +145,8 @@ async def run(rows: int, days: int) -> None:
             seconds = time.perf_counter() - started
             async with pool.acquire() as conn:
                 stored_rows, stored_views = await conn.fetchrow(
-                    "SELECT count(*), coalesce(sum(views), 0) FROM article_days WHERE site_id = $1",
+                    "SELECT count(*), coalesce(sum(views), 0)::bigint FROM article_days"
+                    " WHERE site_id = $1",
                     SITE,
                 )
         finally:
