@@ -27,7 +27,7 @@ import contextlib
 import ssl
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 from typing import Any, cast
 
 import hiredis
@@ -134,6 +134,7 @@ class GroupCommit:
         self.params = parse_url(url)
         self.timeout = timeout
         self._queue: list[bytes] = []
+        self._shared: dict[Hashable, asyncio.Future[Any]] = {}  # reads not yet written, by key
         self._queued: list[asyncio.Future[Any]] = []
         self._flush_scheduled = False
         self._conn: _Protocol | None = None
@@ -141,6 +142,16 @@ class GroupCommit:
         self._progress = 0.0  # when Redis last answered, or replies began to be awaited
         self._watchdog: asyncio.TimerHandle | None = None
         self._closed = False
+
+    def shared(self, key: Hashable, command: bytes) -> asyncio.Future[Any]:
+        """Like `call` for a read-only command, but callers in the same tick that pass the same
+        `key` (meaning: the same command) share one run of it and one reply - which they must
+        not mutate. Only commands not yet written are shared, so every caller's reply is read
+        after the caller arrived: a read still sees every write acknowledged before it."""
+        fut = self._shared.get(key)
+        if fut is None:
+            fut = self._shared[key] = self.call(command)
+        return fut
 
     def call(self, command: bytes) -> asyncio.Future[Any]:
         """The future reply of `command` (RESP bytes, see `pack`)."""
@@ -171,6 +182,8 @@ class GroupCommit:
         if not commands:
             return
         self._queue, self._queued = [], []
+        if self._shared:
+            self._shared = {}  # written now: later readers need a run of their own
         if not conn.waiting:
             self._progress = time.monotonic()
         conn.waiting.extend(futures)
@@ -191,6 +204,7 @@ class GroupCommit:
             error = found
         # nothing was sent: every queued command fails, and the next call tries again
         futures, self._queue, self._queued = self._queued, [], []
+        self._shared = {}
         if not isinstance(error, RedisError):
             error = ConnectionError(f"cannot connect to Redis: {error}")
         for fut in futures:

@@ -156,7 +156,9 @@ async def counting_ctx(app: web.Application) -> AsyncIterator[None]:
     app[K.RECORDER] = Recorder(
         redis, scripts, prefix, counting_policy(settings), calendar, pipe=app[K.PIPE]
     )
-    app[K.READER] = Reader(redis, scripts, prefix, settings.online_window, calendar)
+    app[K.READER] = Reader(
+        redis, scripts, prefix, settings.online_window, calendar, pipe=app[K.PIPE]
+    )
     app[K.INTAKE] = Intake(
         app[K.SITES],
         app[K.RECORDER],

@@ -87,3 +87,16 @@ async def test_a_silent_redis_times_out(stores, prefix):
         assert await pipe.execute(pack(b"PING")) == b"PONG"
     finally:
         await pipe.aclose()
+
+
+async def test_identical_reads_of_a_tick_share_one_run_but_never_an_older_one(pipe, prefix):
+    key = f"{prefix}:{{p}}:c".encode()
+    read = pack(b"GET", key)
+    first = pipe.shared("c", read)
+    assert pipe.shared("c", read) is first
+    assert pipe.shared("other", read) is not first
+    assert await first is None
+    await pipe.execute(pack(b"SET", key, b"1"))
+    later = pipe.shared("c", read)
+    assert later is not first  # written after the first run: a run of its own
+    assert await later == b"1"
