@@ -9,6 +9,7 @@ sites (configured by the operator) only on the online-visitors gauge, capped.
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -54,10 +55,24 @@ ROLLUP_RESULTS = ("ok", "error", "skipped")
 
 
 class Metrics:
+    def observe_http(self, route: str, status: int, seconds: float) -> None:
+        """One answered request. The labelled children are looked up once per route and
+        status class (`labels()` takes a lock and builds a key: ~3 us a request, measured)."""
+        key = (route, status // 100)
+        children = self._http.get(key)
+        if children is None:
+            children = self._http[key] = (
+                self.http_requests.labels(route, f"{status // 100}xx"),
+                self.http_duration.labels(route),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
+
     def __init__(
         self, registry: CollectorRegistry | None = None, routes: tuple[str, ...] = ()
     ) -> None:
         r = registry if registry is not None else CollectorRegistry()
+        self._http: dict[tuple[str, int], tuple[Any, Any]] = {}
         self.registry = r
         self.beacons = Counter(
             "beacons",

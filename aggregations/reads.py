@@ -8,9 +8,8 @@ PostgreSQL, overlaid with the days Redis still holds live.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-from collections.abc import Hashable
+from collections.abc import Awaitable, Hashable
 from datetime import date, datetime, timedelta
 from typing import Any, cast
 
@@ -93,10 +92,18 @@ class Reader:
             )
         return cached
 
-    async def _read(self, key: Hashable, command: bytes, script: AsyncScript | None) -> Any:
+    def _read(
+        self, key: Hashable, command: bytes, script: AsyncScript | None = None
+    ) -> Awaitable[Any]:
+        """The reply of a read, queued now (so reads queued together go out together)."""
+        return self._await(self.pipe.shared(key, command), command, key, script)
+
+    async def _await(
+        self, reply: Awaitable[Any], command: bytes, key: Hashable, script: AsyncScript | None
+    ) -> Any:
         try:
             try:
-                return await self.pipe.shared(key, command)
+                return await reply
             except NoScriptError:
                 if script is None:
                     raise
@@ -137,11 +144,11 @@ class Reader:
         p = self.calendar.at(now, site.tz)
         members = bulks(ids)
         head = b"*%d\r\n$7\r\nZMSCORE\r\n" % (2 + len(ids))
-        key = ("articles", site.id, p.day, *ids)
-        totals, today = await asyncio.gather(
-            self._read(("t", *key), head + bulk(k.articles_total.encode()) + members, None),
-            self._read(("d", *key), head + bulk(k.articles_day(p.day).encode()) + members, None),
-        )
+        key = (site.id, p.day, *ids)
+        # both queued in this tick, then awaited: one write, no extra task (asyncio.gather)
+        totals_read = self._read(("t", *key), head + bulk(k.articles_total.encode()) + members)
+        today_read = self._read(("d", *key), head + bulk(k.articles_day(p.day).encode()) + members)
+        totals, today = await totals_read, await today_read
         return [
             {"article": a, "views": score(t), "today": score(d)}
             for a, t, d in zip(ids, totals, today, strict=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, timedelta
+from functools import lru_cache
 
 from aiohttp import web
 
@@ -42,10 +43,15 @@ async def article(request: web.Request) -> web.Response:
 def parse_ids(raw: str | None) -> list[str]:
     if not raw:
         raise InvalidInput("ids must list 1-100 article ids, separated by commas", "ids")
+    return list(_parse_ids(raw))
+
+
+@lru_cache(maxsize=1024)  # a page asks for the same list on every view
+def _parse_ids(raw: str) -> tuple[str, ...]:
     ids = list(dict.fromkeys(raw.split(",")))
     if len(ids) > MAX_IDS:
         raise InvalidInput(f"ids may list at most {MAX_IDS} article ids", "ids")
-    return [check_article_id(i, "ids") for i in ids]
+    return tuple(check_article_id(i, "ids") for i in ids)
 
 
 async def articles(request: web.Request) -> web.Response:

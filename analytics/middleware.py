@@ -80,7 +80,5 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
         status = exc.status
         raise
     finally:
-        metrics = request.app[K.METRICS]
         route = request.match_info.route.name or "unmatched"
-        metrics.http_requests.labels(route, f"{status // 100}xx").inc()
-        metrics.http_duration.labels(route).observe(time.perf_counter() - started)
+        request.app[K.METRICS].observe_http(route, status, time.perf_counter() - started)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from functools import lru_cache
 from urllib.parse import urlsplit
 
 import msgspec
@@ -30,6 +31,15 @@ class Beacon(msgspec.Struct, frozen=True):
 _decoder = msgspec.json.Decoder(Beacon)
 
 
+@lru_cache(maxsize=8192)  # the same pages and referrers come again and again
+def is_http_url(value: str) -> bool:
+    try:
+        parts = urlsplit(value)
+        return parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:
+        return False
+
+
 def check_url(value: str, field: str, required: bool) -> str | None:
     if not value:
         if required:
@@ -37,12 +47,7 @@ def check_url(value: str, field: str, required: bool) -> str | None:
         return None
     if len(value) > MAX_URL:
         raise InvalidInput(f"{field} must be at most {MAX_URL} characters", field)
-    try:
-        parts = urlsplit(value)
-        ok = parts.scheme in ("http", "https") and bool(parts.hostname)
-    except ValueError:
-        ok = False
-    if not ok:
+    if not is_http_url(value):
         if not required:
             return None  # a referrer we cannot read is not worth refusing the view for
         raise InvalidInput(f"{field} must be the page's absolute http(s) address", field)

@@ -38,8 +38,11 @@ def static_text(name: str) -> str:
 
 async def read_body(request: web.Request, limit: int = MAX_BODY) -> bytes:
     """The body, refusing (413) as soon as it is known to exceed `limit` - before reading it all."""
-    if request.content_length is not None and request.content_length > limit:
-        raise TooLarge(f"a beacon is at most {limit} bytes")
+    length = request.content_length
+    if length is not None:
+        if length > limit:
+            raise TooLarge(f"a beacon is at most {limit} bytes")
+        return await request.read()  # the length is known and small: one read
     body = bytearray()
     while chunk := await request.content.read(limit + 1 - len(body)):
         body += chunk
@@ -84,7 +87,7 @@ class BeaconViews:
         site, _ = await self.intake.accept(
             beacon, sender_of(request, request.headers.get("Origin"))
         )
-        if request.query.get("counters") == "1":
+        if request.query_string and request.query.get("counters") == "1":
             return await self.counters_response(site, beacon)
         return web.Response(status=204, headers=NO_STORE)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from urllib.parse import urlsplit
 
 from aggregations.clock import Clock
@@ -120,6 +121,7 @@ class Intake:
         return site, None
 
 
+@lru_cache(maxsize=8192)  # origins repeat per site, URLs per popular page
 def hostname(url: str) -> str | None:
     try:
         return urlsplit(url).hostname
