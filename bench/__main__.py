@@ -253,6 +253,8 @@ def header(args: argparse.Namespace, kind: str) -> None:
     )
     if args.workers > 1:
         print(f"service: ANALYTICS_WORKERS={args.workers}")
+    for value in args.service_env:
+        print(f"service: {value}")
 
 
 def exact_check(server: Server, b: Bench, count: int) -> bool:
@@ -303,6 +305,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--loop", choices=loops.CHOICES, default="auto", help="event loop of both servers (auto)"
     )
+    p.add_argument(
+        "--service-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra environment for the service, e.g. ANALYTICS_ARTICLE_DEDUP=none (repeatable)",
+    )
     p.add_argument("--profile", action="store_true", help="profile the service under beacons")
     p.add_argument("--exact", type=int, default=5000, help="beacons in the exact count (5000)")
     p.add_argument("--rollup-rows", type=int, default=1_000_000, help="rollup bench size; 0: skip")
@@ -314,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     find_wrk()
     kind = loop_kind(args.loop)
     header(args, kind)
-    env = {"ANALYTICS_EVENT_LOOP": kind}
+    env = {"ANALYTICS_EVENT_LOOP": kind, **dict(v.split("=", 1) for v in args.service_env)}
     if args.workers > 1:
         env["ANALYTICS_WORKERS"] = str(args.workers)
     with bench_stores() as stores, bare(kind) as bare_server, service(stores, env) as svc:
