@@ -17,6 +17,7 @@ from aggregations.errors import AnalyticsError
 from analytics import appkeys as K
 from analytics.app import create_app
 from analytics.logs import setup_logging
+from analytics.loops import loop_kind, new_event_loop
 from analytics.settings import Settings, SettingsError
 
 log = logging.getLogger("analytics")
@@ -116,6 +117,7 @@ def serve(settings: Settings) -> int:
         access_log=logging.getLogger("aiohttp.access") if settings.access_log else None,
         print=lambda *_: None,
         handle_signals=True,
+        loop=new_event_loop(loop_kind({"ANALYTICS_EVENT_LOOP": settings.event_loop})),
     )
     return 0
 

@@ -6,6 +6,7 @@ in the `repr` or in logs.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from aggregations.keys import DEFAULT_PREFIX, check_prefix
+from analytics.loops import CHOICES
 from collectors.clients import Network, parse_networks
 
 T = TypeVar("T")
@@ -48,6 +50,7 @@ class Settings:
     log_format: str = "text"
     log_level: str = "INFO"
     access_log: bool = False
+    event_loop: str = "auto"
 
     @property
     def embedded(self) -> bool:
@@ -93,6 +96,7 @@ class Settings:
                 "LOG_LEVEL", _choice("DEBUG", "INFO", "WARNING", "ERROR", upper=True), "INFO"
             ),
             access_log=r.get("ACCESS_LOG", _bool, cls.access_log),
+            event_loop=r.get("EVENT_LOOP", _event_loop, cls.event_loop),
         )
 
 
@@ -173,6 +177,13 @@ def _dedup(raw: str) -> bool:
     if value in ("visit", "none"):
         return value == "visit"
     raise ValueError("must be 'visit' (once per visit) or 'none' (every load)")
+
+
+def _event_loop(raw: str) -> str:
+    value = _choice(*CHOICES)(raw)
+    if value == "uvloop" and importlib.util.find_spec("uvloop") is None:
+        raise ValueError("uvloop is not installed (pip install uvloop)")
+    return value
 
 
 def _choice(*options: str, upper: bool = False) -> Callable[[str], str]:

@@ -1,0 +1,30 @@
+"""The event loop `analytics serve` runs on: uvloop where it is installed, else asyncio's own.
+
+`ANALYTICS_EVENT_LOOP` = `auto` (default), `uvloop` or `asyncio`. uvloop's transports and loop are
+C (libuv): measured with the bench (`python -m bench`), it cuts the service's CPU per request by
+about a third - see README "Benchmarks".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+from collections.abc import Mapping
+
+CHOICES = ("auto", "uvloop", "asyncio")
+
+
+def loop_kind(env: Mapping[str, str]) -> str:
+    """`uvloop` or `asyncio`, from the environment as `analytics serve` reads it."""
+    wanted = (env.get("ANALYTICS_EVENT_LOOP") or "auto").strip().lower()
+    if wanted == "auto":
+        return "uvloop" if importlib.util.find_spec("uvloop") is not None else "asyncio"
+    return wanted
+
+
+def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
+    if kind == "uvloop":
+        import uvloop
+
+        return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
