@@ -131,6 +131,6 @@
   }
 
   // by DOMContentLoaded every deferred script has run: the tracker, if any, is on the page
-  if (pt && !pt.domContentLoadedEventStart) d.addEventListener("DOMContentLoaded", start);
+  if (pt && pt.domContentLoadedEventStart === 0) d.addEventListener("DOMContentLoaded", start);
   else start();
 })(window, document);

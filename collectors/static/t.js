@@ -37,7 +37,7 @@
   function later() { setTimeout(send, 0); }
   // not while prerendered; not before DOMContentLoaded, by which a deferred widget has hooked in
   function start() {
-    var e = d.prerendering ? "prerenderingchange" : pt && !pt.domContentLoadedEventStart && "DOMContentLoaded";
+    var e = d.prerendering ? "prerenderingchange" : pt && pt.domContentLoadedEventStart === 0 && "DOMContentLoaded";
     e ? d.addEventListener(e, start, { once: true }) : later();
   }
   var h = w.history;
