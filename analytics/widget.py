@@ -220,7 +220,8 @@ PAGE = """<!doctype html>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{title}</title>
-<style id="an-css">{css}html,body{{margin:0;background:transparent}}.an-box{{margin:0}}</style>
+<style id="an-css">{css}html,body{{margin:0;background:transparent}}
+body{{font-family:Arial,"Liberation Sans",Helvetica,sans-serif}}.an-box{{margin:0}}</style>
 </head>
 <body>
 <div id="an">{box}</div>

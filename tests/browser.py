@@ -104,8 +104,12 @@ async def chromium(
             await context.close()
 
 
-async def screenshot(page: Page, name: str) -> Path:
+async def screenshot(page: Page, name: str, selector: str | None = None) -> Path:
+    """The whole page, or the element `selector` picks, as test-artifacts/`name`."""
     ARTIFACTS.mkdir(exist_ok=True)
     path = ARTIFACTS / name
-    await page.screenshot(path=str(path), full_page=True)
+    if selector:
+        await page.locator(selector).screenshot(path=str(path))
+    else:
+        await page.screenshot(path=str(path), full_page=True)
     return path

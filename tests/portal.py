@@ -99,7 +99,7 @@ def embeds_page(service: str, article: str) -> str:
 """
     frame = (
         f'<iframe id="frame" title="Thống kê truy cập" src="{service}/widget/caobang?lang=vi"'
-        ' style="width:100%;height:250px;border:0"></iframe>'
+        ' style="width:100%;height:290px;border:0"></iframe>'
     )
     return page(ARTICLES[article], body).replace(
         '<div id="stats"><p>Đang tải thống kê…</p></div>', f'<div id="stats">{frame}</div>'

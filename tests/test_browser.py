@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -204,6 +205,7 @@ async def read_articles(stack: Stack, browser: Browser, lang: str) -> Page:
     await settled("1", ARTICLE_1 + 1, pv=3, visits=1, others="2,3")
     await expect(page.locator('[data-analytics-views="2"]')).to_have_text("1")
     await screenshot(page, f"portal-{lang}.png")
+    await screenshot(page, f"widget-{lang}.png", "#stats")
 
     stack.clock.advance(31 * 60)  # past the visit timeout: a new visit reads it again
     await page.reload()
@@ -340,4 +342,57 @@ async def test_refreshes_every_30_s_while_visible_and_not_while_hidden(
     await expect(page.locator("#stats .an-today dd")).to_have_text("3")
     await page.clock.run_for(30_000)
     assert (await browser.requests(page))[6:] == reads
+    assert browser.errors == []
+
+
+async def test_do_not_track_counts_out_only_where_the_site_asks(
+    stack: Stack, browser: Browser, tmp_path: Path
+) -> None:
+    """t.js sends regardless; the browser's DNT header reaches the service with the beacon, and
+    the service drops it for a site with respect_dnt. The widget still shows the numbers."""
+    async with chromium(tmp_path / "dnt", {"enable_do_not_track": True}) as dnt_browser:
+        page = await dnt_browser.page()
+        await page.goto(f"{stack.portal}/tin-tuc/1")
+        assert await page.evaluate("navigator.doNotTrack") == "1"
+        await expect(page.locator("#views")).to_have_text(str(ARTICLE_1 + 1))  # site: no flag
+
+        await stack.site(respect_dnt=True)
+        await page.goto(f"{stack.portal}/tin-tuc/2")
+        await expect(page.locator("#views")).to_have_text("0")
+        assert await page.locator("#stats .an-today dd").inner_text() == "1"
+        assert stack.beacons("dropped", "dnt") == 1
+
+        await page.goto(f"{stack.portal}/tin-tuc/3?order=t")  # the tracker alone
+        await stack.until_beacons("dropped", "dnt", 2)
+        assert await dnt_browser.requests(page) == ["BEACON /collect"]
+        assert dnt_browser.errors == []
+
+    page = await browser.page()  # a person who has not asked: counted on the same site
+    await page.goto(f"{stack.portal}/tin-tuc/2")
+    await expect(page.locator("#views")).to_have_text("1")
+    today = (await stack.counters())["today"]
+    assert today["pageviews"] == 2
+    assert today["visitors"] == 1  # same address and user agent: the same person to the service
+    assert browser.errors == []
+
+
+async def test_iframe_box_and_badge_render(stack: Stack, browser: Browser) -> None:
+    """The ways in without a script on the portal: the box in an iframe, the badge in an img."""
+    await stack.visitor(1)
+    page = await browser.page()
+    await page.goto(f"{stack.portal}/nhung/1")
+    frame = page.frame_locator("#frame")
+    await expect(frame.locator(".an-total dd")).to_have_text(grouped(TOTAL_VISITS + 1, "vi"))
+    assert await box(page, "#frame") == expected_box("vi", 1, 1)
+    badge = page.locator("#badge")
+    await expect(badge).to_have_js_property("complete", True)
+    size = await badge.evaluate("img => [img.naturalWidth, img.naturalHeight]")
+    resp = await stack.admin.get("/badge/caobang/1.svg")
+    svg = ElementTree.fromstring(await resp.read())
+    assert size == [int(svg.attrib["width"]), 20]
+    assert svg.attrib["aria-label"] == f"Lượt xem: {ARTICLE_1 + 1}"
+    await screenshot(page, "portal-embeds.png")
+    # the iframe's page came with its numbers: its script waits 30 s before reading again
+    iframe = next(f for f in page.frames if "/widget/caobang" in f.url)
+    assert await iframe.evaluate("window.__requests") == []
     assert browser.errors == []
