@@ -25,6 +25,7 @@ from prometheus_client import CollectorRegistry
 from aggregations.clock import ManualClock
 from analytics.app import create_app
 from analytics.lifecycle import rollup_pass
+from analytics.pages import static_bytes
 from analytics.settings import Settings
 from tests.browser import Browser, chromium, screenshot
 from tests.conftest import ADMIN_TOKEN, add_site, send
@@ -395,4 +396,25 @@ async def test_iframe_box_and_badge_render(stack: Stack, browser: Browser) -> No
     # the iframe's page came with its numbers: its script waits 30 s before reading again
     iframe = next(f for f in page.frames if "/widget/caobang" in f.url)
     assert await iframe.evaluate("window.__requests") == []
+    assert browser.errors == []
+
+
+async def test_demo_page(stack: Stack, browser: Browser) -> None:
+    """The embedded default's page at `/` (served here by the test, as the service serves it
+    only when it runs its own stores) shows the box, the article's views and the badge."""
+    await add_site(stack.admin, "demo", domains=[])
+    page = await browser.page()
+    demo = static_bytes("demo.html")
+
+    async def serve_demo(route: Any) -> None:
+        await route.fulfill(body=demo, content_type="text/html; charset=utf-8")
+
+    await page.route(f"{stack.service}/", serve_demo)
+    await page.goto(f"{stack.service}/")
+    await expect(page.locator('[data-analytics-views="demo-article"]')).to_have_text("1")
+    await expect(page.locator('[data-analytics-views="demo-other"]')).to_have_text("0")
+    await expect(page.locator("#stats .an-today dd")).to_have_text("1")
+    await expect(page.locator("img")).to_have_js_property("complete", True)
+    assert await page.locator("img").evaluate("img => img.naturalWidth") > 50
+    await screenshot(page, "demo.png")
     assert browser.errors == []
