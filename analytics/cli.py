@@ -131,9 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             log.info(
-                "serving on http://%s:%d (%s)",
-                settings.host,
-                settings.port,
+                "starting (%s)",
                 "embedded Redis and PostgreSQL" if settings.embedded else "configured stores",
             )
             return serve(settings)
