@@ -50,19 +50,31 @@ def page(title: str, body: str, head: str = "", query: str = "") -> str:
 """
 
 
+STATS = '<div id="stats"><p>Đang tải thống kê…</p></div>'
+
+
+def widget_tag(service: str, lang: str = "vi", target: str | None = "#stats") -> str:
+    to = f' data-target="{target}"' if target else ""
+    src = f"{service}/widget.js"
+    return f'<script defer src="{src}" data-site="caobang"{to} data-lang="{lang}"></script>'
+
+
 def scripts(service: str, article: str | None, lang: str = "vi", order: str = "tw") -> str:
     """The two script tags a portal adds; `order` 'tw' puts the tracker first, 'wt' the widget,
     't' or 'w' only one of them."""
     art = f' data-article="{article}"' if article else ""
     tags = {
         "t": f'<script defer src="{service}/t.js" data-site="caobang"{art}></script>',
-        "w": f'<script defer src="{service}/widget.js" data-site="caobang" data-target="#stats"'
-        f' data-lang="{lang}"></script>',
+        "w": widget_tag(service, lang),
     }
     return "\n".join(tags[c] for c in order)
 
 
-def article_page(service: str, article: str, lang: str, order: str, query: str) -> str:
+def article_page(
+    service: str, article: str, lang: str, order: str, query: str, place: str = "target"
+) -> str:
+    """`place`: 'target' (the box into #stats), 'here' (the widget's tag in the sidebar, no
+    target: the box right after it), 'nowhere' (a target that is not on the page)."""
     others = "".join(
         f'<li><a href="/tin-tuc/{i}{query}">{escape(t)}</a>'
         f' <small>(<span data-analytics-views="{i}">…</span> lượt xem)</small></li>'
@@ -79,7 +91,12 @@ khen thưởng năm 2017 và triển khai nhiệm vụ năm 2018.</p>
 2017 của Khối trong việc hưởng ứng phong trào thi đua yêu nước.</p>
 <h3>Tin khác</h3><ul class="other">{others}</ul>
 """
-    return page(ARTICLES[article], body, scripts(service, article, lang, order), query)
+    if place == "target":
+        return page(ARTICLES[article], body, scripts(service, article, lang, order), query)
+    text = page(ARTICLES[article], body, scripts(service, article, lang, "t"), query)
+    if place == "here":
+        return text.replace(STATS, f'<div id="stats">{widget_tag(service, lang, None)}</div>')
+    return text.replace("</body>", widget_tag(service, lang, "#missing") + "\n</body>")
 
 
 def listing_page(service: str) -> str:
@@ -101,13 +118,11 @@ def embeds_page(service: str, article: str) -> str:
         f'<iframe id="frame" title="Thống kê truy cập" src="{service}/widget/caobang?lang=vi"'
         ' style="width:100%;height:290px;border:0"></iframe>'
     )
-    return page(ARTICLES[article], body).replace(
-        '<div id="stats"><p>Đang tải thống kê…</p></div>', f'<div id="stats">{frame}</div>'
-    )
+    return page(ARTICLES[article], body).replace(STATS, f'<div id="stats">{frame}</div>')
 
 
 def portal_app(service: str) -> web.Application:
-    """The portal: `/tin-tuc/{id}?lang=&order=`, `/danh-muc`, `/nhung/{id}`."""
+    """The portal: `/tin-tuc/{id}?lang=&order=&place=`, `/danh-muc`, `/nhung/{id}`."""
 
     async def article(request: web.Request) -> web.Response:
         art = request.match_info["id"]
@@ -116,7 +131,8 @@ def portal_app(service: str) -> web.Application:
         lang = request.query.get("lang", "vi")
         order = request.query.get("order", "tw")
         query = escape(f"?{request.query_string}") if request.query_string else ""
-        return html(article_page(service, art, lang, order, query))
+        place = request.query.get("place", "target")
+        return html(article_page(service, art, lang, order, query, place))
 
     async def listing(request: web.Request) -> web.Response:
         return html(listing_page(service))

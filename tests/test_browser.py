@@ -418,3 +418,27 @@ async def test_demo_page(stack: Stack, browser: Browser) -> None:
     assert await page.locator("img").evaluate("img => img.naturalWidth") > 50
     await screenshot(page, "demo.png")
     assert browser.errors == []
+
+
+async def test_box_after_the_tag_without_a_target(stack: Stack, browser: Browser) -> None:
+    page = await browser.page()
+    await page.goto(f"{stack.portal}/tin-tuc/1?place=here")
+    await expect(page.locator("#views")).to_have_text(str(ARTICLE_1 + 1))
+    await expect(page.locator("#stats .an-today dd")).to_have_text("1")
+    after = "document.querySelector('#stats script').nextElementSibling.className"
+    assert await page.evaluate(after) == "an-box"
+    assert await page.locator(".an-box").count() == 1
+    assert (await browser.requests(page))[0] == "POST /collect?counters=1"
+    assert browser.errors == []
+
+
+async def test_views_only_when_the_target_is_not_there(stack: Stack, browser: Browser) -> None:
+    page = await browser.page()
+    await page.goto(f"{stack.portal}/tin-tuc/1?place=nowhere")
+    await expect(page.locator("#views")).to_have_text(str(ARTICLE_1 + 1))
+    assert await page.locator(".an-box").count() == 0
+    assert await browser.requests(page) == [
+        "POST /collect?counters=1",
+        "GET /api/v1/sites/caobang/articles?ids=2,3",
+    ]
+    assert browser.errors == []
