@@ -443,3 +443,30 @@ async def test_views_only_when_the_target_is_not_there(stack: Stack, browser: Br
         "GET /api/v1/sites/caobang/articles?ids=2,3",
     ]
     assert browser.errors == []
+
+
+SPA_NAVIGATE = """() => {
+  const meta = document.createElement("meta");
+  meta.name = "analytics:article";
+  meta.content = "3";
+  document.head.appendChild(meta);
+  document.querySelector("#views").setAttribute("data-analytics-views", "3");
+  history.pushState({}, "", "/tin-tuc/3");
+}"""
+
+
+async def test_single_page_navigation_is_one_request_too(stack: Stack, browser: Browser) -> None:
+    page = await browser.page(http_cache=False)
+    await page.goto(f"{stack.portal}/tin-tuc/1")
+    await expect(page.locator("#views")).to_have_text(str(ARTICLE_1 + 1))
+    await page.evaluate(SPA_NAVIGATE)
+    await expect(page.locator("#views")).to_have_text("1")
+    await expect(page.locator("#stats .an-today")).to_have_attribute(
+        "title", re.compile(r"· 2 lượt xem trang ·")
+    )
+    assert (await browser.requests(page))[2:] == [
+        "POST /collect?counters=1",
+        "GET /api/v1/sites/caobang/articles?ids=2",
+    ]
+    assert stack.served("counters") == 0
+    assert browser.errors == []
