@@ -470,3 +470,25 @@ async def test_single_page_navigation_is_one_request_too(stack: Stack, browser: 
     ]
     assert stack.served("counters") == 0
     assert browser.errors == []
+
+
+async def test_css_variables_restyle_the_box(stack: Stack, browser: Browser) -> None:
+    page = await browser.page()
+    await page.goto(f"{stack.portal}/tin-tuc/1")
+    await expect(page.locator("#stats .an-today dd")).to_have_text("1")
+    head = page.locator("#stats .an-h")
+    assert await head.evaluate("e => getComputedStyle(e).backgroundColor") == "rgb(11, 83, 148)"
+    await page.add_style_tag(
+        content=":root { --an-accent: #b3191e; --an-size: 16px } #stats { --an-live: #e67e22 }"
+    )
+    assert await head.evaluate("e => getComputedStyle(e).backgroundColor") == "rgb(179, 25, 30)"
+    assert await head.evaluate("e => getComputedStyle(e).fontSize") == "16px"
+    total = page.locator("#stats .an-total dd")
+    assert await total.evaluate("e => getComputedStyle(e).color") == "rgb(179, 25, 30)"
+    dot = "e => getComputedStyle(e, '::before').backgroundColor"
+    assert await page.locator("#stats .an-online dt").evaluate(dot) == "rgb(230, 126, 34)"
+    # the portal's own rules (portal.css) win over the box's, which go first in <head>
+    border = "e => getComputedStyle(e).borderTopColor"
+    assert await page.locator(".an-box").evaluate(border) == "rgb(207, 216, 227)"
+    await screenshot(page, "widget-restyled.png", "#stats")
+    assert browser.errors == []
