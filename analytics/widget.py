@@ -67,6 +67,7 @@ def group(n: int, lang: str) -> str:
 
 
 def online_minutes(online_window: float) -> str:
+    """ANALYTICS_ONLINE_WINDOW as the tooltip says it: 5, or 1.5."""
     minutes = online_window / 60
     return str(int(minutes)) if minutes == int(minutes) else f"{minutes:.1f}"
 
@@ -80,6 +81,7 @@ def check_lang(raw: str | None) -> str:
 
 
 def minify_css(css: str) -> str:
+    """Comments and spaces out: safe for widget.css, where no selector has a space before ':'."""
     css = re.sub(r"/\*.*?\*/", "", css, flags=re.DOTALL)
     css = re.sub(r"\s+", " ", css)
     return re.sub(r" ?([{}:;,>]) ?", r"\1", css).replace(";}", "}").strip()
