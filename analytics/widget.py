@@ -8,8 +8,6 @@ and the badge are rendered with them on the server.
 
 from __future__ import annotations
 
-import gzip
-import hashlib
 import re
 import unicodedata
 from html import escape
@@ -23,7 +21,8 @@ from aggregations.sites import check_article_id
 from analytics import appkeys as K
 from analytics.api import site_of
 from analytics.pages import static_bytes
-from analytics.responses import CORS, cached
+from analytics.responses import cached
+from collectors.assets import ScriptAsset
 
 ROWS = ("online", "today", "yesterday", "this_week", "this_month", "total")
 LANGS = ("vi", "en")
@@ -168,29 +167,13 @@ class WidgetViews:
         self.css = minify_css(static_bytes("widget.css").decode())
         config = {"css": self.css, "minutes": self.minutes, "labels": LABELS}
         script = strip_script(static_bytes("widget.js").decode())
-        self.script = script.replace("__CONFIG__", msgspec.json.encode(config).decode()).encode()
-        self.script_gz = gzip.compress(self.script, 9, mtime=0)
-        self.etag = '"' + hashlib.sha256(self.script).hexdigest()[:16] + '"'
+        self.script = ScriptAsset(
+            script.replace("__CONFIG__", msgspec.json.encode(config).decode()).encode(),
+            SCRIPT_MAX_AGE,
+        )
 
     async def script_js(self, request: web.Request) -> web.Response:
-        headers = {
-            "Cache-Control": f"public, max-age={SCRIPT_MAX_AGE}",
-            "Vary": "Accept-Encoding",
-            **CORS,
-        }
-        zipped = "gzip" in request.headers.get("Accept-Encoding", "")
-        etag = self.etag[:-1] + '-gz"' if zipped else self.etag
-        headers["ETag"] = etag
-        if etag in request.headers.get("If-None-Match", ""):
-            return web.Response(status=304, headers=headers)
-        if zipped:
-            headers["Content-Encoding"] = "gzip"
-        return web.Response(
-            body=self.script_gz if zipped else self.script,
-            content_type="application/javascript",
-            charset="utf-8",
-            headers=headers,
-        )
+        return self.script.response(request)
 
     async def page(self, request: web.Request) -> web.Response:
         site = site_of(request)
