@@ -78,10 +78,25 @@ async def postgres_ctx(app: web.Application) -> AsyncIterator[None]:
         await pool.close()
 
 
+async def check_eviction(redis: Any) -> None:
+    """Warn when Redis may evict keys: pending counts would vanish instead of beacons failing."""
+    try:
+        policy = (await redis.config_get("maxmemory-policy")).get(b"maxmemory-policy")
+    except RedisError as err:  # CONFIG is often disabled on managed Redis
+        log.info("redis: cannot read maxmemory-policy (%s); make sure it is noeviction", err)
+        return
+    if policy not in (None, b"noeviction"):
+        log.warning(
+            "redis: maxmemory-policy is %s; use noeviction, or pending counts may be evicted",
+            policy.decode(),
+        )
+
+
 async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
     redis = open_redis(app[K.REDIS_URL])
     app[K.REDIS] = redis
     app[K.SCRIPTS] = Scripts(redis)
+    await check_eviction(redis)
     app[K.PIPE] = GroupCommit(app[K.REDIS_URL], timeout=REDIS_TIMEOUT)
     try:
         yield
@@ -172,7 +187,12 @@ async def counting_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
 
 
-async def rollup_pass(app: web.Application, *, wait: bool = False) -> bool:
+async def announce(app: web.Application) -> None:
+    settings = app[K.SETTINGS]
+    log.info("ready: serving on http://%s:%d", settings.host, settings.port)
+
+
+async def rollup_pass(app: web.Application, *, wait: float = 0.0) -> bool:
     """One rollup over the sites table; logs and counts failures instead of raising."""
     metrics = app[K.METRICS]
     try:
@@ -217,17 +237,19 @@ async def rollup_pass(app: web.Application, *, wait: bool = False) -> bool:
     return True
 
 
-async def rollup_loop(app: web.Application) -> None:
+async def rollup_loop(app: web.Application, stop: asyncio.Event) -> None:
     """Drift-free: passes start at t0 + k * interval (skipping missed ticks), or at once when a
-    beacon finds a site's counters unbuilt."""
+    beacon finds a site's counters unbuilt. Stops between passes once `stop` is set."""
     loop = asyncio.get_running_loop()
     interval = app[K.SETTINGS].rollup_interval
     wake = app[K.ROLLUP_WAKE]
     next_at = loop.time()
-    while True:
+    while not stop.is_set():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(wake.wait(), max(0.0, next_at - loop.time()))
         wake.clear()
+        if stop.is_set():
+            break
         await rollup_pass(app)
         now = loop.time()
         while next_at <= now:
@@ -235,10 +257,18 @@ async def rollup_loop(app: web.Application) -> None:
 
 
 async def rollup_ctx(app: web.Application) -> AsyncIterator[None]:
-    task = asyncio.create_task(rollup_loop(app), name="rollup")
+    stop = asyncio.Event()
+    task = asyncio.create_task(rollup_loop(app, stop), name="rollup")
     yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    # let a pass in progress finish (cancelling it mid-transaction helps no one), within reason
+    budget = app[K.SETTINGS].shutdown_timeout / 2
+    stop.set()
+    app[K.ROLLUP_WAKE].set()
+    try:
+        await asyncio.wait_for(asyncio.shield(task), budget)
+    except TimeoutError:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
     log.info("final rollup before exit")
-    await rollup_pass(app, wait=True)
+    await rollup_pass(app, wait=budget)

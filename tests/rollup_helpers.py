@@ -41,12 +41,19 @@ async def stored(db: Any, site: str = "caobang") -> dict[str, Any]:
 
 
 async def pending(app: Any, site: str = "caobang") -> dict[str, int]:
-    """Everything Redis still holds for the rollup: the pending hash and batches in flight."""
+    """What Redis holds that PostgreSQL has not applied: the pending hash and the batches in
+    flight whose id is not in the ledger (a crash after commit leaves an applied one behind)."""
     redis: Redis = app[K.REDIS]
     keys = SiteKeys(app[K.SETTINGS].redis_prefix, site)
+    in_flight = [b.decode() for b in await redis.smembers(keys.batches)]
+    applied = {
+        r["id"]
+        for r in await app[K.POOL].fetch(
+            "SELECT id FROM rollup_batches WHERE id = ANY($1)", in_flight
+        )
+    }
     totals: dict[str, int] = {}
-    sources = [keys.pending] + [keys.batch(b.decode()) for b in await redis.smembers(keys.batches)]
-    for key in sources:
+    for key in [keys.pending] + [keys.batch(b) for b in in_flight if b not in applied]:
         for field, count in (await redis.hgetall(key)).items():
             name = field.decode().partition("|")[2]
             totals[name] = totals.get(name, 0) + int(count)
