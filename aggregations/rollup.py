@@ -7,8 +7,9 @@ keep them correct even without it):
                  the id to the site's set of batches in flight. Atomic in Redis.
 2. read        - each batch in flight is read whole (HGETALL), with HyperLogLog snapshots.
 3. apply       - one PostgreSQL transaction inserts the batch id into `rollup_batches` (primary
-                 key) and upserts additively, set-based (`unnest`): article_days, articles,
-                 site_days; HyperLogLogs are replaced by the newer snapshot (a union, idempotent).
+                 key) and upserts additively, set-based (`unnest`, or COPY for large batches),
+                 in key order: article_days, articles, site_days; HyperLogLogs are replaced
+                 by the newer snapshot (a union, idempotent).
                  If the id is already there, the batch was applied before: nothing is written.
 4. finish      - `lua/finish_batch.lua` deletes the batch and its id from the set. Atomic.
 
@@ -134,11 +135,28 @@ def article_totals(batch: Batch) -> tuple[list[str], list[int], list[str | None]
 APPLY_ARTICLE_DAYS = """
 INSERT INTO article_days (site_id, day, article, views)
 SELECT $1, d, a, v FROM unnest($2::date[], $3::text[], $4::bigint[]) AS u(d, a, v)
+ORDER BY d, a
 ON CONFLICT (site_id, day, article) DO UPDATE SET views = article_days.views + excluded.views
 """
+# Large batches: COPY into a temporary table, then one set-based upsert from it, in key order.
+# Measured with bench/rollup.py (1M article-days over 10 days): unnest arrays 36 000 rows/s;
+# COPY + upsert 47 000; the same in primary-key order 98 000 (the index is then written
+# sequentially instead of at random).
+STAGE_ARTICLE_DAYS = """
+CREATE TEMPORARY TABLE IF NOT EXISTS rollup_article_days (
+    day date NOT NULL, article text NOT NULL, views bigint NOT NULL
+) ON COMMIT DELETE ROWS
+"""
+APPLY_STAGED_ARTICLE_DAYS = """
+INSERT INTO article_days (site_id, day, article, views)
+SELECT $1, day, article, views FROM rollup_article_days ORDER BY day, article
+ON CONFLICT (site_id, day, article) DO UPDATE SET views = article_days.views + excluded.views
+"""
+COPY_THRESHOLD = 1000  # below it, one statement with arrays is quicker than three
 APPLY_ARTICLES = """
 INSERT INTO articles (site_id, article, views, title, first_seen)
 SELECT $1, a, v, t, f FROM unnest($2::text[], $3::bigint[], $4::text[], $5::date[]) AS u(a, v, t, f)
+ORDER BY a
 ON CONFLICT (site_id, article) DO UPDATE SET views = articles.views + excluded.views,
     title = coalesce(excluded.title, articles.title)
 """
@@ -286,7 +304,15 @@ class Rollup:
         return snapshots
 
     async def _write(self, conn: Any, site: Site, batch: Batch, snapshots: Snapshots) -> None:
-        if batch.article_days:
+        if len(batch.article_days) >= COPY_THRESHOLD:
+            await conn.execute(STAGE_ARTICLE_DAYS)
+            await conn.copy_records_to_table(
+                "rollup_article_days",
+                records=[(d, a, v) for (d, a), v in batch.article_days.items()],
+                columns=("day", "article", "views"),
+            )
+            await conn.execute(APPLY_STAGED_ARTICLE_DAYS, site.id)
+        elif batch.article_days:
             pairs = list(batch.article_days.items())
             await conn.execute(
                 APPLY_ARTICLE_DAYS,
@@ -295,6 +321,7 @@ class Rollup:
                 [a for (_, a), _ in pairs],
                 [v for _, v in pairs],
             )
+        if batch.article_days:
             await conn.execute(APPLY_ARTICLES, site.id, *article_totals(batch))
         if batch.site_days:
             days = sorted(batch.site_days)

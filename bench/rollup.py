@@ -34,13 +34,28 @@ CHUNK = 20_000
 class Stopwatch:
     def __init__(self) -> None:
         self.seconds = 0.0
+        self.parts: dict[str, float] = {}
 
-    async def timed(self, call: Awaitable[Any]) -> Any:
+    async def timed(self, call: Awaitable[Any], label: str = "other") -> Any:
         started = time.perf_counter()
         try:
             return await call
         finally:
-            self.seconds += time.perf_counter() - started
+            spent = time.perf_counter() - started
+            self.seconds += spent
+            self.parts[label] = self.parts.get(label, 0.0) + spent
+
+
+def label_of(name: str, args: tuple[Any, ...]) -> str:
+    """What a call did, for the breakdown: the method, or the statement's target table."""
+    if name == "copy_records_to_table":
+        return "COPY " + str(args[0])
+    if args and isinstance(args[0], str):
+        words = args[0].split()
+        if words[:2] == ["INSERT", "INTO"]:
+            return "upsert " + words[2]
+        return " ".join(words[:2])
+    return name
 
 
 class TimedTransaction:
@@ -49,10 +64,10 @@ class TimedTransaction:
         self.watch = watch
 
     async def __aenter__(self) -> Any:
-        return await self.watch.timed(self.inner.__aenter__())
+        return await self.watch.timed(self.inner.__aenter__(), "BEGIN")
 
     async def __aexit__(self, *exc: Any) -> Any:
-        return await self.watch.timed(self.inner.__aexit__(*exc))
+        return await self.watch.timed(self.inner.__aexit__(*exc), "COMMIT")
 
 
 class TimedConnection:
@@ -73,7 +88,7 @@ class TimedConnection:
         def call(*args: Any, **kwargs: Any) -> Any:
             result = attr(*args, **kwargs)
             if asyncio.iscoroutine(result):
-                return self.watch.timed(result)
+                return self.watch.timed(result, label_of(name, args))
             return result
 
         return call
@@ -159,6 +174,8 @@ async def run(rows: int, days: int) -> None:
         f" (target >= 100,000); PostgreSQL {100 * watch.seconds / seconds:.0f}% of the time"
         f" ({watch.seconds:.2f} s)"
     )
+    parts = sorted(watch.parts.items(), key=lambda kv: -kv[1])
+    print("  PostgreSQL time: " + ", ".join(f"{k} {v:.2f} s" for k, v in parts if v >= 0.005))
     print(
         f"  PostgreSQL holds {stored_rows} article-days, {stored_views} views:"
         f" {'MATCH' if ok else 'MISMATCH'}"

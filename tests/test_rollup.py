@@ -209,3 +209,25 @@ async def test_postgres_unreachable_beacons_go_on_and_nothing_is_lost(
     assert s["pageviews"] == 20
     assert sum(s["articles"].values()) == 20
     del with_database
+
+
+async def test_a_large_batch_goes_through_copy_and_adds_to_what_is_stored(client, db):
+    """Past COPY_THRESHOLD article-days the rollup stages them with COPY: same result."""
+    from aggregations.keys import SiteKeys
+    from aggregations.rollup import COPY_THRESHOLD
+    from analytics import appkeys as K
+    from analytics.lifecycle import rollup_pass
+    from tests.rollup_helpers import stored
+
+    app = client.app
+    assert await rollup_pass(app)  # builds the site's counters
+    keys = SiteKeys(app[K.SETTINGS].redis_prefix, "caobang")
+    n = COPY_THRESHOLD + 500
+    fields = {f"2026-11-{20 + i % 3}|a{i}": 1 + i % 7 for i in range(n)}
+    for _ in range(2):  # the second pass updates every row the first inserted
+        await app[K.REDIS].hset(keys.pending, mapping=fields)
+        assert await rollup_pass(app)
+    found = await stored(db)
+    assert len(found["article_days"]) == n
+    assert found["article_days"] == {tuple(k.split("|")): 2 * v for k, v in fields.items()}
+    assert sum(found["articles"].values()) == 2 * sum(fields.values())
