@@ -21,6 +21,7 @@ from aggregations.errors import RateLimited, StorageUnavailable
 from aggregations.keys import SiteKeys
 from aggregations.periods import Calendar, Periods
 from aggregations.pipeline import GroupCommit, bulk, bulks
+from aggregations.readcache import ReadCache
 from aggregations.scripts import Scripts, as_text
 from aggregations.sites import Site
 
@@ -141,6 +142,7 @@ class Recorder:
         calendar: Calendar | None = None,
         *,
         pipe: GroupCommit,
+        cache: ReadCache | None = None,
     ) -> None:
         self.redis = redis
         self.scripts = scripts
@@ -148,6 +150,7 @@ class Recorder:
         self.policy = policy
         self.calendar = calendar or Calendar()
         self.pipe = pipe
+        self.cache = cache
         self.salts = Salts()
         self._commands: dict[tuple[str, date], _Command] = {}
         p = policy
@@ -241,6 +244,8 @@ class Recorder:
             reply = await self._run(self._pack(cmd, periods, hit, salt))
             status = reply[0]
             if status == 1:
+                if self.cache is not None:
+                    self.cache.drop(site.id)  # acknowledged: reads after this see it
                 return Recorded(bool(reply[1]), ArticleCount(reply[2]), bool(reply[3]))
             if status == 2:
                 raise RateLimited(f"too many page views from this {as_text(reply[1])}")

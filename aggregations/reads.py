@@ -21,6 +21,7 @@ from aggregations.errors import POSTGRES_ERRORS, StorageUnavailable
 from aggregations.keys import SiteKeys
 from aggregations.periods import Calendar, Periods
 from aggregations.pipeline import GroupCommit, bulk, bulks
+from aggregations.readcache import ReadCache
 from aggregations.scripts import Scripts
 from aggregations.sites import Site
 
@@ -59,6 +60,7 @@ class Reader:
         calendar: Calendar | None = None,
         *,
         pipe: GroupCommit,
+        cache: ReadCache | None = None,
     ) -> None:
         self.redis = redis
         self.scripts = scripts
@@ -66,7 +68,8 @@ class Reader:
         self.online_window = online_window
         self.calendar = calendar or Calendar()
         self.pipe = pipe
-        self._counters: dict[tuple[str, date], bytes] = {}
+        self.cache = cache or ReadCache(ttl=0.0)
+        self._counter_commands: dict[tuple[str, date], bytes] = {}
 
     def keys(self, site: Site) -> SiteKeys:
         return SiteKeys(self.prefix, site.id)
@@ -74,10 +77,10 @@ class Reader:
     def _counters_command(self, site: Site, p: Periods) -> bytes:
         """`lua/read_counters.lua` by SHA with its keys, encoded once per site and day; the
         one argument (online since) follows."""
-        cached = self._counters.get((site.id, p.day))
+        cached = self._counter_commands.get((site.id, p.day))
         if cached is None:
-            if len(self._counters) > 10_000:
-                self._counters.clear()
+            if len(self._counter_commands) > 10_000:
+                self._counter_commands.clear()
             k = self.keys(site)
             keys = [
                 *(k.day(p.day), k.day(p.yesterday), k.week(p.week), k.week(p.last_week)),
@@ -87,9 +90,9 @@ class Reader:
                 *(k.month_visitors(p.month), k.month_visitors(p.last_month)),
                 *(k.year_visitors(p.year), k.total_visitors, k.seen, k.marker),
             ]
-            cached = self._counters[(site.id, p.day)] = b"*%d\r\n" % (3 + len(keys) + 1) + bulks(
-                ["EVALSHA", self.scripts.read_counters.sha, len(keys), *keys]
-            )
+            cached = self._counter_commands[(site.id, p.day)] = b"*%d\r\n" % (
+                3 + len(keys) + 1
+            ) + bulks(["EVALSHA", self.scripts.read_counters.sha, len(keys), *keys])
         return cached
 
     def _read(
@@ -113,7 +116,15 @@ class Reader:
             raise StorageUnavailable(f"Redis could not be read: {err}") from err
 
     async def counters(self, site: Site, now: float) -> dict[str, Any]:
-        """Online now and every period's page views, visits and visitors."""
+        """Online now and every period's page views, visits and visitors (a fresh dict; its
+        nested period dicts may be shared with other callers: do not change them)."""
+        cached = self.cache.get(site.id, "counters", now)
+        if cached is None:
+            cached = await self._counters(site, now)
+            self.cache.put(site.id, "counters", now, cached)
+        return dict(cached)
+
+    async def _counters(self, site: Site, now: float) -> dict[str, Any]:
         p = self.calendar.at(now, site.tz)
         since = int((now - self.online_window) * 1000)
         # readers of the same site and second share a run; its `online` boundary is the first
@@ -137,9 +148,17 @@ class Reader:
         return result
 
     async def articles(self, site: Site, ids: list[str], now: float) -> list[dict[str, Any]]:
-        """Lifetime (baseline included) and today's views of each article."""
+        """Lifetime (baseline included) and today's views of each article (fresh dicts)."""
         if not ids:
             return []
+        key = ("articles", *ids)
+        cached = self.cache.get(site.id, key, now)
+        if cached is None:
+            cached = await self._articles(site, ids, now)
+            self.cache.put(site.id, key, now, cached)
+        return [dict(a) for a in cached]
+
+    async def _articles(self, site: Site, ids: list[str], now: float) -> list[dict[str, Any]]:
         k = self.keys(site)
         p = self.calendar.at(now, site.tz)
         members = bulks(ids)

@@ -47,6 +47,7 @@ from aggregations.clock import Clock
 from aggregations.keys import SiteKeys
 from aggregations.locks import SiteLock
 from aggregations.periods import Calendar, month_label, week_label
+from aggregations.readcache import ReadCache
 from aggregations.rebuild import rebuild_site
 from aggregations.scripts import Scripts, as_text
 from aggregations.sites import Site
@@ -190,6 +191,7 @@ class Rollup:
         *,
         calendar: Calendar | None = None,
         failpoint: Failpoint = no_failpoint,
+        cache: ReadCache | None = None,
     ) -> None:
         self.redis = redis
         self.scripts = scripts
@@ -198,6 +200,7 @@ class Rollup:
         self.clock = clock
         self.calendar = calendar or Calendar()
         self.failpoint = failpoint
+        self.cache = cache
 
     async def run(self, sites: Iterable[Site], *, wait: float = 0.0) -> RollupReport:
         """One pass over `sites`. A site another rollup holds is waited for up to `wait`
@@ -223,6 +226,8 @@ class Rollup:
                 self.redis, self.scripts, conn, keys, site, self.clock.now(), self.calendar
             )
             report.rebuilt_sites += 1
+            if self.cache is not None:
+                self.cache.drop(site.id)  # the live counters now hold PostgreSQL's record
             in_flight = await self._move_aside(keys, batch_id)
             if in_flight is None:
                 raise RuntimeError(f"site {site.id} is still not built after its rebuild")

@@ -113,5 +113,6 @@ async def post_baseline(request: web.Request) -> web.Response:
             source,
             app[K.CLOCK].now(),
         )
+        app[K.READ_CACHE].drop(site_id)  # totals changed: reads from here on see them
         stored = await baseline_of(conn, site_id)
     return private_json({"site": site_id, **stored})

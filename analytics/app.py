@@ -7,6 +7,7 @@ from prometheus_client import CollectorRegistry
 
 from aggregations.clock import Clock, SystemClock
 from aggregations.metrics import Metrics
+from aggregations.readcache import ReadCache
 from aggregations.sites import SiteCache
 from analytics import appkeys as K
 from analytics.lifecycle import (
@@ -40,6 +41,7 @@ def create_app(
     app[K.CLOCK] = clock or SystemClock()
     app[K.METRICS] = Metrics(registry, ROUTE_NAMES)
     app[K.SITES] = SiteCache()
+    app[K.READ_CACHE] = ReadCache()
     app[K.BEACONS] = BeaconViews()
     setup_routes(app, app[K.BEACONS], WidgetViews(settings.online_window))
     app.cleanup_ctx.extend([embedded_ctx, postgres_ctx, redis_ctx, sites_ctx, counting_ctx])

@@ -12,6 +12,7 @@ from aggregations.clock import Clock
 from aggregations.counters import Recorder
 from aggregations.metrics import Metrics
 from aggregations.pipeline import GroupCommit
+from aggregations.readcache import ReadCache
 from aggregations.reads import Reader
 from aggregations.rollup import Rollup
 from aggregations.scripts import Scripts
@@ -29,6 +30,7 @@ REDIS = web.AppKey("redis", Redis)
 POOL: web.AppKey[asyncpg.Pool] = web.AppKey("pool")
 SCRIPTS = web.AppKey("scripts", Scripts)
 PIPE = web.AppKey("pipe", GroupCommit)
+READ_CACHE = web.AppKey("read_cache", ReadCache)
 SITES = web.AppKey("sites", SiteCache)
 RECORDER = web.AppKey("recorder", Recorder)
 READER = web.AppKey("reader", Reader)

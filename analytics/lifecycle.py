@@ -168,11 +168,12 @@ async def counting_ctx(app: web.Application) -> AsyncIterator[None]:
     calendar = Calendar()
     wake = app[K.ROLLUP_WAKE] = asyncio.Event()
     redis, scripts, prefix = app[K.REDIS], app[K.SCRIPTS], settings.redis_prefix
+    cache = app[K.READ_CACHE]
     app[K.RECORDER] = Recorder(
-        redis, scripts, prefix, counting_policy(settings), calendar, pipe=app[K.PIPE]
+        redis, scripts, prefix, counting_policy(settings), calendar, pipe=app[K.PIPE], cache=cache
     )
     app[K.READER] = Reader(
-        redis, scripts, prefix, settings.online_window, calendar, pipe=app[K.PIPE]
+        redis, scripts, prefix, settings.online_window, calendar, pipe=app[K.PIPE], cache=cache
     )
     app[K.INTAKE] = Intake(
         app[K.SITES],
@@ -182,7 +183,9 @@ async def counting_ctx(app: web.Application) -> AsyncIterator[None]:
         app[K.METRICS],
         on_unbuilt=wake.set,
     )
-    app[K.ROLLUP] = Rollup(redis, scripts, app[K.POOL], prefix, app[K.CLOCK], calendar=calendar)
+    app[K.ROLLUP] = Rollup(
+        redis, scripts, app[K.POOL], prefix, app[K.CLOCK], calendar=calendar, cache=cache
+    )
     app[K.BEACONS].attach(app[K.INTAKE], app[K.READER])
     yield
 

@@ -37,9 +37,10 @@ def cached(
     content_type: str,
     max_age: int = READ_MAX_AGE,
     charset: str | None = None,
+    etag: str | None = None,
 ) -> web.Response:
     """`body` with validators; 304 when the client already has it."""
-    etag = etag_of(body)
+    etag = etag or etag_of(body)
     headers = {"Cache-Control": f"public, max-age={max_age}", "ETag": etag, **CORS}
     if not_modified(request, etag):
         return web.Response(status=304, headers=headers)

@@ -100,3 +100,31 @@ async def test_identical_reads_of_a_tick_share_one_run_but_never_an_older_one(pi
     later = pipe.shared("c", read)
     assert later is not first  # written after the first run: a run of its own
     assert await later == b"1"
+
+
+def test_read_cache_keeps_a_read_one_second_and_forgets_a_site_on_drop():
+    from aggregations.readcache import ReadCache
+
+    cache = ReadCache(ttl=1.0)
+    cache.put("a", "counters", 100.0, {"pv": 1})
+    cache.put("b", "counters", 100.0, {"pv": 2})
+    assert cache.get("a", "counters", 100.9) == {"pv": 1}
+    assert cache.get("a", "counters", 101.0) is None  # a second later: read again
+    assert cache.get("a", "counters", 99.0) is None  # a clock set back: read again
+    cache.drop("a")
+    assert cache.get("a", "counters", 100.5) is None
+    assert cache.get("b", "counters", 100.5) == {"pv": 2}
+
+
+async def test_a_read_right_after_a_beacon_sees_it(client, clock):
+    """The read cache never hides this process's own acknowledged writes."""
+    from tests.conftest import send
+
+    async def today():
+        resp = await client.get("/api/v1/sites/caobang/counters")
+        return (await resp.json())["today"]["pageviews"]
+
+    assert await today() == 0
+    for n in range(1, 4):
+        assert (await send(client, ip=f"203.0.113.{n}")).status == 204
+        assert await today() == n
