@@ -17,8 +17,11 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import redis
@@ -194,7 +197,7 @@ class Bench:
                         f"  round {i + 1} {scenario.name:<8} {server.name:<7}"
                         f" {result.rate:>9.0f}/s  p50 {result.p50_ms:5.2f} ms"
                         f"  p99 {result.p99_ms:6.2f} ms  errors {result.errors}"
-                        f"  CPU/request: server {b_cpu[0]:.0f} us, Redis {b_cpu[1]:.0f} us"
+                        f"  CPU/request: server {b_cpu[0]:.0f} us, Redis* {b_cpu[1]:.0f} us"
                         f"  (load {load_average()})",
                         flush=True,
                     )
@@ -318,6 +321,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def service_or_explain(env: dict[str, str], args: argparse.Namespace) -> Any:
+    """`servers.service`, explaining a service that will not start (say, a setting it lacks)."""
+
+    @contextmanager
+    def start(stores: Stores) -> Iterator[Server]:
+        try:
+            cm = service(stores, env)
+            svc = cm.__enter__()
+        except RuntimeError as err:
+            print(f"\nbench: the service did not start with {env}: {err}")
+            raise SystemExit(2) from err
+        try:
+            yield svc
+        finally:
+            cm.__exit__(None, None, None)
+
+    return start
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     find_wrk()
@@ -326,7 +348,15 @@ def main(argv: list[str] | None = None) -> int:
     env = {"ANALYTICS_EVENT_LOOP": kind, **dict(v.split("=", 1) for v in args.service_env)}
     if args.workers > 1:
         env["ANALYTICS_WORKERS"] = str(args.workers)
-    with bench_stores() as stores, bare(kind) as bare_server, service(stores, env) as svc:
+    print(
+        "(* Redis CPU is Redis's whole CPU time over the round divided by the requests: other"
+        " clients of the same Redis add to it)"
+    )
+    try:
+        servers = (bench_stores(), bare(kind), service_or_explain(env, args))
+    except SystemExit:
+        raise
+    with servers[0] as stores, servers[1] as bare_server, servers[2](stores) as svc:
         b = Bench(args, stores)
         results = b.run(bare_server, svc)
         ok = print_results(results, args)
