@@ -15,7 +15,10 @@ from redis.asyncio import Redis
 
 from aggregations.keys import SiteKeys
 from aggregations.locks import SiteLock
+from aggregations.periods import Calendar
+from aggregations.rebuild import rebuild_site
 from aggregations.scripts import Scripts
+from aggregations.sites import Site
 
 CHUNK = 5000
 
@@ -36,10 +39,14 @@ async def set_baseline(
     scripts: Scripts,
     conn: Any,
     prefix: str,
-    site_id: str,
+    site: Site,
     baseline: Baseline,
     source: str,
+    now: float,
 ) -> None:
+    """Store `baseline` durably, then move the live totals by the difference. A site whose live
+    counters are not built yet is rebuilt on the spot, baseline included."""
+    site_id = site.id
     keys = SiteKeys(prefix, site_id)
     articles = dict(baseline.articles)
     async with SiteLock(conn, site_id, wait=True):
@@ -79,7 +86,9 @@ async def set_baseline(
         items = list(articles.items())
         for i in range(0, max(len(items), 1), CHUNK):
             pairs = [x for item in items[i : i + CHUNK] for x in item]
-            await scripts.set_baseline(keys=script_keys, args=[*head, *pairs])
+            if not await scripts.set_baseline(keys=script_keys, args=[*head, *pairs]):
+                await rebuild_site(redis, scripts, conn, keys, site, now, Calendar())
+                break
             head = [0, 0, 0]
 
 

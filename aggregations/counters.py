@@ -64,6 +64,24 @@ class CountingPolicy:
     site_limit: RateLimit = RateLimit(0, 0)
 
 
+def ttls(periods: Periods, now: float) -> list[int]:
+    """Time to live of the day, week, month, year keys and of the salt, from `now`.
+
+    Relative, not absolute: Redis expires keys by its own clock, which need not agree with the
+    clock that stamped the hit (an injected one in tests, a skewed one in production).
+    """
+    return [
+        max(1, int(expires - now))
+        for expires in (
+            periods.day_expires,
+            periods.week_expires,
+            periods.month_expires,
+            periods.year_expires,
+            periods.salt_expires,
+        )
+    ]
+
+
 def visitor_id(salt: bytes, identity: bytes) -> str:
     return hashlib.blake2b(identity, key=salt, digest_size=8).hexdigest()
 
@@ -155,11 +173,7 @@ class Recorder:
                 hit.title or "",
                 1 if self.policy.article_dedup else 0,
                 self.policy.max_articles_per_day,
-                periods.day_expires,
-                periods.week_expires,
-                periods.month_expires,
-                periods.year_expires,
-                periods.salt_expires,
+                *ttls(periods, hit.ts),
                 *self._limit_args,
             ]
             try:

@@ -74,7 +74,8 @@ async def rebuild_site(
         first,
     )
     total = await conn.fetchrow(
-        "SELECT coalesce(sum(pageviews), 0) AS pv, coalesce(sum(visits), 0) AS visits"
+        "SELECT coalesce(sum(pageviews), 0)::bigint AS pv,"
+        " coalesce(sum(visits), 0)::bigint AS visits"
         " FROM site_days WHERE site_id = $1",
         sid,
     )
@@ -98,14 +99,14 @@ async def rebuild_site(
             "SELECT article, views FROM article_days WHERE site_id = $1 AND day = $2", sid, p.day
         ),
         "aw": await conn.fetch(
-            "SELECT article, sum(views) FROM article_days WHERE site_id = $1 AND day >= $2"
-            " GROUP BY article",
+            "SELECT article, sum(views)::bigint FROM article_days"
+            " WHERE site_id = $1 AND day >= $2 GROUP BY article",
             sid,
             p.week_start,
         ),
         "am": await conn.fetch(
-            "SELECT article, sum(views) FROM article_days WHERE site_id = $1 AND day >= $2"
-            " GROUP BY article",
+            "SELECT article, sum(views)::bigint FROM article_days"
+            " WHERE site_id = $1 AND day >= $2 GROUP BY article",
             sid,
             p.month_start,
         ),
@@ -181,12 +182,16 @@ async def rebuild_site(
         *(z[0] for z in zsets),
         *(keys.staging(z[1]) for z in zsets),
     ]
+
+    def ttl(expires: int) -> int:
+        return 0 if expires == 0 else max(1, int(expires - now))
+
     args: list[Any] = [len(hashes), len(hlls), len(zsets), base_pv, base_visits]
     for _, pv, visits, expires in hashes:
-        args += [pv, visits, expires]
+        args += [pv, visits, ttl(expires)]
     for _, hll, expires in hlls:
-        args += [hll or b"", expires]
-    args += [z[2] for z in zsets]
+        args += [hll or b"", ttl(expires)]
+    args += [ttl(z[2]) for z in zsets]
     args.append(int(now))
     done = await scripts.merge_rebuild(keys=script_keys, args=args)
     return bool(done)

@@ -93,7 +93,8 @@ def parse_baseline(body: dict[str, Any]) -> Baseline:
 async def post_baseline(request: web.Request) -> web.Response:
     require_admin(request)
     site_id = check_site_id(request.match_info["site"])
-    if request.app[K.SITES].get(site_id) is None:
+    site = request.app[K.SITES].get(site_id)
+    if site is None:
         raise UnknownSite(f"site {site_id!r} is not configured here", "site")
     body = await json_body(request)
     baseline = parse_baseline(body)
@@ -107,9 +108,10 @@ async def post_baseline(request: web.Request) -> web.Response:
             app[K.SCRIPTS],
             conn,
             app[K.SETTINGS].redis_prefix,
-            site_id,
+            site,
             baseline,
             source,
+            app[K.CLOCK].now(),
         )
         stored = await baseline_of(conn, site_id)
     return private_json({"site": site_id, **stored})

@@ -15,7 +15,7 @@ from aiohttp import web
 
 from aggregations.baselines import Baseline, set_baseline
 from aggregations.errors import AnalyticsError, InvalidInput
-from aggregations.sites import check_article_id, check_site_id
+from aggregations.sites import Site, check_article_id, check_site_id
 from analytics import appkeys as K
 
 COLUMNS = ("site", "article", "views", "visits")
@@ -64,8 +64,12 @@ def read_csv(path: Path) -> dict[str, SiteImport]:
 
 async def import_csv(app: web.Application, path: Path, source: str) -> list[str]:
     sites = read_csv(path)
-    known = app[K.SITES]
-    unknown = sorted(s for s in sites if known.get(s) is None)
+    known: dict[str, Site] = {}
+    for site_id in sites:
+        site = app[K.SITES].get(site_id)
+        if site is not None:
+            known[site_id] = site
+    unknown = sorted(set(sites) - set(known))
     if unknown:
         raise InvalidInput(f"unknown site(s): {', '.join(unknown)}; add them first")
     summary = []
@@ -77,9 +81,10 @@ async def import_csv(app: web.Application, path: Path, source: str) -> list[str]
                 app[K.SCRIPTS],
                 conn,
                 app[K.SETTINGS].redis_prefix,
-                site_id,
+                known[site_id],
                 baseline,
                 source,
+                app[K.CLOCK].now(),
             )
             total = "" if entry.pageviews is None else f"total {entry.pageviews} page views, "
             summary.append(

@@ -97,10 +97,25 @@ async def postgres_ctx(app: web.Application) -> AsyncIterator[None]:
         await pool.close()
 
 
+async def check_eviction(redis: Any) -> None:
+    """Warn when Redis may evict keys: pending counts would vanish instead of beacons failing."""
+    try:
+        policy = (await redis.config_get("maxmemory-policy")).get(b"maxmemory-policy")
+    except RedisError as err:  # CONFIG is often disabled on managed Redis
+        log.info("redis: cannot read maxmemory-policy (%s); make sure it is noeviction", err)
+        return
+    if policy not in (None, b"noeviction"):
+        log.warning(
+            "redis: maxmemory-policy is %s; use noeviction, or pending counts may be evicted",
+            policy.decode(),
+        )
+
+
 async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
     redis = open_redis(app[K.REDIS_URL])
     app[K.REDIS] = redis
     app[K.SCRIPTS] = Scripts(redis)
+    await check_eviction(redis)
     try:
         yield
     finally:

@@ -20,7 +20,9 @@ from aggregations.sites import Site
 EXTRA_BOTS = re.compile(
     r"Lighthouse|PTST|HeadlessChrome|PhantomJS|Puppeteer|Playwright|"
     r"Prerender|Google-InspectionTool|Chrome-Lighthouse|SpeedCurve|GTmetrix|Pingdom|"
-    r"monitor|probe|check_http|zgrab|masscan|nmap|scanner",
+    r"monitor|probe|check_http|zgrab|masscan|nmap|scanner|"
+    # anything calling itself a bot, crawler or spider (but Cubot, a phone maker)
+    r"(?<!cu)bot\b|crawler|spider",
     re.IGNORECASE,
 )
 CACHEABLE = 512  # longer user agents are classified every time instead of filling the cache

@@ -4,8 +4,8 @@
 --       5 scratch key for HyperLogLog bytes, then n_hashes period hashes, n_hlls HyperLogLogs, n_zsets article sorted sets,
 --       then n_zsets staged sorted sets (same order)
 -- ARGV: 1 n_hashes, 2 n_hlls, 3 n_zsets, 4 baseline pv, 5 baseline visits,
---       then per hash: pv, visits, expiry (0: none); per HLL: bytes or '', expiry;
---       per zset: expiry; last, the marker's value (when it was built)
+--       then per hash: pv, visits, time to live in s (0: none); per HLL: bytes or '', ttl;
+--       per zset: ttl; last, the marker's value (when it was built)
 local nh, nl, nz = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local staged = {KEYS[4]}
 for i = 1, nz do staged[#staged + 1] = KEYS[5 + nh + nl + nz + i] end
@@ -18,7 +18,7 @@ for i = 1, nh do
   local key = KEYS[5 + i]
   redis.call('HINCRBY', key, 'pv', ARGV[a])
   redis.call('HINCRBY', key, 'visits', ARGV[a + 1])
-  if ARGV[a + 2] ~= '0' then redis.call('EXPIREAT', key, ARGV[a + 2]) end
+  if ARGV[a + 2] ~= '0' then redis.call('EXPIRE', key, ARGV[a + 2]) end
   a = a + 3
 end
 local tmp = KEYS[5]
@@ -30,7 +30,7 @@ for i = 1, nl do
     redis.call('DEL', tmp)
   end
   if ARGV[a + 1] ~= '0' and redis.call('EXISTS', key) == 1 then
-    redis.call('EXPIREAT', key, ARGV[a + 1])
+    redis.call('EXPIRE', key, ARGV[a + 1])
   end
   a = a + 2
 end
@@ -38,7 +38,7 @@ for i = 1, nz do
   local key = KEYS[5 + nh + nl + i]
   local stage = KEYS[5 + nh + nl + nz + i]
   redis.call('ZUNIONSTORE', key, 2, key, stage)
-  if ARGV[a] ~= '0' and redis.call('EXISTS', key) == 1 then redis.call('EXPIREAT', key, ARGV[a]) end
+  if ARGV[a] ~= '0' and redis.call('EXISTS', key) == 1 then redis.call('EXPIRE', key, ARGV[a]) end
   a = a + 1
 end
 redis.call('DEL', KEYS[2], KEYS[3])

@@ -5,7 +5,7 @@
 --       21 client rate bucket, 22 site rate bucket
 -- ARGV: 1 salt, 2 visitor, 3 now (ms), 4 visit timeout (ms), 5 seen retention (ms), 6 day label,
 --       7 article or '', 8 title or '', 9 dedup '1'/'0', 10 max articles per day,
---       11..14 expiry (unix s) of day, week, month, year keys, 15 salt expiry (unix s),
+--       11..14 time to live (s) of day, week, month, year keys, 15 of the salt,
 --       16 client limit per minute, 17 client burst, 18 site limit per minute, 19 site burst
 -- Returns {1, new_visit, article, built} with article 0 none/deduplicated, 1 counted, 2 capped;
 --         {0, salt} when the caller hashed with a salt other than the day's; {2, 'client'|'site'}
@@ -30,7 +30,7 @@ end
 
 local salt = redis.call('GET', KEYS[1])
 if not salt then
-  redis.call('SET', KEYS[1], ARGV[1], 'EXAT', ARGV[15])
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[15])
   salt = ARGV[1]
 end
 if salt ~= ARGV[1] then return {0, salt} end
@@ -53,8 +53,8 @@ for i = 4, 8 do
   if new_visit then redis.call('HINCRBY', KEYS[i], 'visits', 1) end
   redis.call('PFADD', KEYS[i + 5], visitor)
   if pv == 1 and i < 8 then
-    redis.call('EXPIREAT', KEYS[i], ARGV[i + 7])
-    redis.call('EXPIREAT', KEYS[i + 5], ARGV[i + 7])
+    redis.call('EXPIRE', KEYS[i], ARGV[i + 7])
+    redis.call('EXPIRE', KEYS[i + 5], ARGV[i + 7])
   end
 end
 
@@ -80,7 +80,7 @@ if article ~= '' then
       for i = 16, 19 do
         if redis.call('ZINCRBY', KEYS[i], 1, article) == '1' and i < 19
             and redis.call('TTL', KEYS[i]) == -1 then
-          redis.call('EXPIREAT', KEYS[i], ARGV[i - 5])
+          redis.call('EXPIRE', KEYS[i], ARGV[i - 5])
         end
       end
       redis.call('HINCRBY', KEYS[14], day .. '|' .. article, 1)
