@@ -48,12 +48,55 @@ POLL = 0.1
 ORPHAN_CHECK = 1.0
 
 
-def run_app(app: web.Application, settings: Settings, sock: socket.socket | None = None) -> None:
+class Stopper:
+    """SIGTERM or SIGINT starts a graceful stop; any later one is ignored (and said so), since
+    a second stop request - systemd signalling every process of the unit, a supervisor and a
+    terminal both - must not cut short the final rollup. The shutdown timeout still bounds it.
+
+    Until the app has started, a signal is only noted (and acted on once it has): a process
+    stopped while it starts still exits cleanly. After that it is handled in the event loop, as
+    aiohttp does, never in the middle of a request's code."""
+
+    def __init__(self, ready_message: str) -> None:
+        self.ready_message = ready_message
+        self.early: signal.Signals | None = None
+        for s in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(s, self.note)
+
+    def note(self, signum: int, frame: FrameType | None) -> None:
+        self.early = self.early or signal.Signals(signum)
+
+    def again(self, signum: signal.Signals) -> None:
+        log.info("%s: already stopping", signum.name)
+
+    def first(self, signum: signal.Signals) -> None:
+        loop = asyncio.get_running_loop()
+        for s in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(s, self.again, s)
+        log.info("%s: stopping", signum.name)
+        raise web.GracefulExit()
+
+    async def on_startup(self, app: web.Application) -> None:
+        loop = asyncio.get_running_loop()
+        for s in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(s, self.first, s)
+        log.info(self.ready_message)
+        if self.early is not None:
+            loop.call_soon(self.first, self.early)
+
+
+def run_app(
+    app: web.Application,
+    settings: Settings,
+    sock: socket.socket | None = None,
+    ready_message: str = "ready",
+) -> None:
     """Serve until SIGTERM/SIGINT: stop accepting, let requests in flight finish (part of the
     shutdown timeout), then close the app's resources (the final rollup among them)."""
     from analytics.lifecycle import request_grace
     from analytics.logs import AccessLogger, access_logger
 
+    app.on_startup.append(Stopper(ready_message).on_startup)
     web.run_app(
         app,
         host=None if sock is not None else settings.host,
@@ -63,7 +106,7 @@ def run_app(app: web.Application, settings: Settings, sock: socket.socket | None
         access_log=access_logger(settings),
         access_log_class=AccessLogger,
         print=lambda *_: None,
-        handle_signals=True,
+        handle_signals=False,
     )
 
 
@@ -315,7 +358,7 @@ def run_worker(settings: Settings, spec: WorkerSpec) -> int:
         multiprocess_dir=Path(spec.metrics_dir),
     )
     app.cleanup_ctx.append(orphan_watch(spec.parent))
-    run_app(app, settings, sock)
+    run_app(app, settings, sock, f"worker {spec.index} ready")
     log.info("worker %d stopped", spec.index)
     return 0
 
