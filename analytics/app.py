@@ -13,6 +13,7 @@ from aggregations.metrics import Metrics
 from aggregations.sites import SiteCache
 from analytics import appkeys as K
 from analytics.lifecycle import (
+    announce,
     counting_ctx,
     embedded_ctx,
     postgres_ctx,
@@ -61,4 +62,5 @@ def create_app(
     app.cleanup_ctx.extend([embedded_ctx, postgres_ctx, redis_ctx, sites_ctx, counting_ctx])
     if settings.rollup_enabled:
         app.cleanup_ctx.append(rollup_ctx)
+    app.on_startup.append(announce)
     return app

@@ -200,6 +200,11 @@ async def counting_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
 
 
+async def announce(app: web.Application) -> None:
+    settings = app[K.SETTINGS]
+    log.info("ready: serving on http://%s:%d", settings.host, settings.port)
+
+
 async def rollup_pass(app: web.Application, *, wait: bool = False) -> bool:
     """One rollup over the sites table; logs and counts failures instead of raising."""
     metrics = app[K.METRICS]

@@ -84,6 +84,8 @@ def setup_logging(settings: Settings) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level)
+    # the embedded PostgreSQL narrates every command it runs; its warnings are enough
+    logging.getLogger("pgserver").setLevel(logging.WARNING)
     # aiohttp's own access logger is never used (ours leaves addresses out); its error loggers
     # stay at WARNING even with ANALYTICS_LOG_LEVEL=DEBUG, since their debug lines name peers
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)

@@ -57,7 +57,7 @@ class Stopper:
     stopped while it starts still exits cleanly. After that it is handled in the event loop, as
     aiohttp does, never in the middle of a request's code."""
 
-    def __init__(self, ready_message: str) -> None:
+    def __init__(self, ready_message: str | None) -> None:
         self.ready_message = ready_message
         self.early: signal.Signals | None = None
         for s in (signal.SIGTERM, signal.SIGINT):
@@ -80,7 +80,8 @@ class Stopper:
         loop = asyncio.get_running_loop()
         for s in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(s, self.first, s)
-        log.info(self.ready_message)
+        if self.ready_message:
+            log.info(self.ready_message)
         if self.early is not None:
             loop.call_soon(self.first, self.early)
 
@@ -89,7 +90,7 @@ def run_app(
     app: web.Application,
     settings: Settings,
     sock: socket.socket | None = None,
-    ready_message: str = "ready",
+    ready_message: str | None = None,
 ) -> None:
     """Serve until SIGTERM/SIGINT: stop accepting, let requests in flight finish (part of the
     shutdown timeout), then close the app's resources (the final rollup among them)."""
