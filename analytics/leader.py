@@ -30,6 +30,9 @@ class Leadership:
         self.database_url = database_url
         self.conn: Any = None
         self.held = False
+        # whether this process led when last PostgreSQL could tell: while it cannot, the last
+        # leader goes on trying (and failing, counted) and the others stay quiet
+        self.last_known = False
 
     async def ensure(self) -> bool:
         """True when this process leads (it just took the lock, or still holds it).
@@ -51,8 +54,9 @@ class Leadership:
         except (*POSTGRES_ERRORS, asyncpg.PostgresError):
             await self.release()
             raise
-        if self.held:
+        if self.held and not self.last_known:
             log.info("rollup: this process leads the timed rollup")
+        self.last_known = self.held
         return self.held
 
     async def release(self) -> None:

@@ -263,7 +263,9 @@ async def mark_drained(app: web.Application, started: float) -> None:
 
 
 async def leads(app: web.Application, leadership: Leadership) -> bool:
-    """Whether this process should run the timed rollup now; a lost lock is never fatal."""
+    """Whether this process should run the timed rollup now. When PostgreSQL cannot be asked,
+    the process that led last goes on trying, so the outage shows as failed rollups (and ends in
+    a rollup as soon as PostgreSQL is back); the others stay idle."""
     was_held = leadership.held
     try:
         held = await leadership.ensure()
@@ -271,6 +273,10 @@ async def leads(app: web.Application, leadership: Leadership) -> bool:
         app[K.METRICS].postgres_errors.labels("leader").inc()
         log.warning("rollup: cannot reach PostgreSQL for the leader lock: %s", err)
         held = False
+        if leadership.last_known:
+            if was_held:
+                app[K.METRICS].rollup_leader.set(0)
+            return True
     if held != was_held:
         app[K.METRICS].rollup_leader.set(1 if held else 0)
     return held

@@ -46,6 +46,13 @@ QUICK_EXIT = 10.0  # a worker that exits sooner than this after its start failed
 START_FAILURES = 3  # that many in a row, and the supervisor gives up
 POLL = 0.1
 ORPHAN_CHECK = 1.0
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+
+
+def block_stop_signals() -> None:
+    """In a new worker before it runs Python: a stop request waits (pending) until the worker
+    can note it, instead of killing it half-started."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
 
 
 class Stopper:
@@ -90,14 +97,14 @@ def run_app(
     app: web.Application,
     settings: Settings,
     sock: socket.socket | None = None,
-    ready_message: str | None = None,
+    stopper: Stopper | None = None,
 ) -> None:
     """Serve until SIGTERM/SIGINT: stop accepting, let requests in flight finish (part of the
     shutdown timeout), then close the app's resources (the final rollup among them)."""
     from analytics.lifecycle import request_grace
     from analytics.logs import AccessLogger, access_logger
 
-    app.on_startup.append(Stopper(ready_message).on_startup)
+    app.on_startup.append((stopper or Stopper(None)).on_startup)
     web.run_app(
         app,
         host=None if sock is not None else settings.host,
@@ -237,6 +244,7 @@ class Supervisor:
             stdin=subprocess.DEVNULL,
             # a terminal's Ctrl-C reaches the supervisor only; workers get one SIGTERM from it
             start_new_session=True,
+            preexec_fn=block_stop_signals,  # the supervisor has no threads: fork-safe
         )
         self.workers[index] = (process, time.monotonic())
         log.info("worker %d started (pid %d)", index, process.pid)
@@ -349,7 +357,7 @@ def orphan_watch(parent: int) -> Callable[[web.Application], AsyncIterator[None]
     return ctx
 
 
-def run_worker(settings: Settings, spec: WorkerSpec) -> int:
+def run_worker(settings: Settings, spec: WorkerSpec, stopper: Stopper) -> int:
     from analytics.app import create_app
 
     sock = socket.socket(fileno=spec.fd)
@@ -359,7 +367,7 @@ def run_worker(settings: Settings, spec: WorkerSpec) -> int:
         multiprocess_dir=Path(spec.metrics_dir),
     )
     app.cleanup_ctx.append(orphan_watch(spec.parent))
-    run_app(app, settings, sock, f"worker {spec.index} ready")
+    run_app(app, settings, sock, stopper)
     log.info("worker %d stopped", spec.index)
     return 0
 
@@ -370,11 +378,13 @@ def worker_main() -> int:
     from analytics.logs import setup_logging
 
     spec = WorkerSpec.from_env(os.environ[WORKER_ENV])
+    stopper = Stopper(f"worker {spec.index} ready")
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # noted from here on
     settings = Settings.from_env()
     setup_logging(settings)
     disable_created_metrics()  # type: ignore[no-untyped-call]
     try:
-        return run_worker(settings, spec)
+        return run_worker(settings, spec, stopper)
     except (OSError, RuntimeError) as err:
         log.error("worker %d could not start: %s", spec.index, err)
         return 1
