@@ -60,37 +60,74 @@ class Stopper:
     a second stop request - systemd signalling every process of the unit, a supervisor and a
     terminal both - must not cut short the final rollup. The shutdown timeout still bounds it.
 
-    Until the app has started, a signal is only noted (and acted on once it has): a process
-    stopped while it starts still exits cleanly. After that it is handled in the event loop, as
-    aiohttp does, never in the middle of a request's code."""
+    A signal is only ever noted: the serving coroutine acts on it once the app has started
+    (a process stopped while it starts still closes what it opened) and never in the middle of
+    a request's code."""
 
-    def __init__(self, ready_message: str | None) -> None:
-        self.ready_message = ready_message
-        self.early: signal.Signals | None = None
-        for s in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(s, self.note)
+    def __init__(self) -> None:
+        self.signum: signal.Signals | None = None
+        self.requested: asyncio.Event | None = None
+        for s in STOP_SIGNALS:
+            signal.signal(s, self.note)  # before the event loop runs
 
-    def note(self, signum: int, frame: FrameType | None) -> None:
-        self.early = self.early or signal.Signals(signum)
+    def note(self, signum: int, frame: FrameType | None = None) -> None:
+        if self.signum is not None:
+            log.info("%s: already stopping", signal.Signals(signum).name)
+            return
+        self.signum = signal.Signals(signum)
+        if self.requested is not None:
+            self.requested.set()
 
-    def again(self, signum: signal.Signals) -> None:
-        log.info("%s: already stopping", signum.name)
-
-    def first(self, signum: signal.Signals) -> None:
+    def attach(self) -> None:
+        """From here on, signals arrive through the event loop."""
         loop = asyncio.get_running_loop()
-        for s in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(s, self.again, s)
-        log.info("%s: stopping", signum.name)
-        raise web.GracefulExit()
+        self.requested = asyncio.Event()
+        for s in STOP_SIGNALS:
+            loop.add_signal_handler(s, self.note, s)
+        if self.signum is not None:
+            self.requested.set()
 
-    async def on_startup(self, app: web.Application) -> None:
-        loop = asyncio.get_running_loop()
-        for s in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(s, self.first, s)
-        if self.ready_message:
-            log.info(self.ready_message)
-        if self.early is not None:
-            loop.call_soon(self.first, self.early)
+    async def wait(self) -> None:
+        assert self.requested is not None
+        await self.requested.wait()
+        assert self.signum is not None
+        log.info("%s: stopping", self.signum.name)
+
+
+async def serve_until_stopped(
+    app: web.Application,
+    settings: Settings,
+    sock: socket.socket | None,
+    stopper: Stopper,
+    ready_message: str | None,
+) -> None:
+    """Start the app and its listener, serve until a stop signal, then stop accepting, let the
+    requests in flight finish (part of the shutdown timeout) and close the app's resources (the
+    final rollup among them) - whatever point start-up had reached."""
+    from analytics.lifecycle import request_grace
+    from analytics.logs import AccessLogger, access_logger
+
+    stopper.attach()
+    runner = web.AppRunner(
+        app,
+        handle_signals=False,
+        shutdown_timeout=request_grace(settings),
+        access_log=access_logger(settings),
+        access_log_class=AccessLogger,
+    )
+    try:
+        await runner.setup()
+        site: web.BaseSite
+        if sock is not None:
+            site = web.SockSite(runner, sock)
+        else:
+            site = web.TCPSite(runner, settings.host, settings.port, backlog=LISTEN_BACKLOG)
+        await site.start()
+        if ready_message:
+            log.info(ready_message)
+        await stopper.wait()
+    finally:
+        await runner.cleanup()
 
 
 def run_app(
@@ -98,29 +135,15 @@ def run_app(
     settings: Settings,
     sock: socket.socket | None = None,
     stopper: Stopper | None = None,
+    ready_message: str | None = None,
 ) -> None:
-    """Serve until SIGTERM/SIGINT: stop accepting, let requests in flight finish (part of the
-    shutdown timeout), then close the app's resources (the final rollup among them)."""
-    from analytics.lifecycle import request_grace
-    from analytics.logs import AccessLogger, access_logger
-
-    app.on_startup.append((stopper or Stopper(None)).on_startup)
-    web.run_app(
-        app,
-        host=None if sock is not None else settings.host,
-        port=None if sock is not None else settings.port,
-        sock=sock,
-        shutdown_timeout=request_grace(settings),
-        access_log=access_logger(settings),
-        access_log_class=AccessLogger,
-        print=lambda *_: None,
-        handle_signals=False,
-    )
+    asyncio.run(serve_until_stopped(app, settings, sock, stopper or Stopper(), ready_message))
 
 
 def serve_single(settings: Settings) -> int:
     from analytics.app import create_app
 
+    stopper = Stopper()
     log.info(
         "serving on http://%s:%d, one process (pid %d), %s",
         settings.host,
@@ -128,7 +151,7 @@ def serve_single(settings: Settings) -> int:
         os.getpid(),
         "embedded Redis and PostgreSQL" if settings.embedded else "configured stores",
     )
-    run_app(create_app(settings), settings)
+    run_app(create_app(settings), settings, stopper=stopper)
     log.info("stopped")
     return 0
 
@@ -367,7 +390,7 @@ def run_worker(settings: Settings, spec: WorkerSpec, stopper: Stopper) -> int:
         multiprocess_dir=Path(spec.metrics_dir),
     )
     app.cleanup_ctx.append(orphan_watch(spec.parent))
-    run_app(app, settings, sock, stopper)
+    run_app(app, settings, sock, stopper, f"worker {spec.index} ready")
     log.info("worker %d stopped", spec.index)
     return 0
 
@@ -378,7 +401,7 @@ def worker_main() -> int:
     from analytics.logs import setup_logging
 
     spec = WorkerSpec.from_env(os.environ[WORKER_ENV])
-    stopper = Stopper(f"worker {spec.index} ready")
+    stopper = Stopper()
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # noted from here on
     settings = Settings.from_env()
     setup_logging(settings)

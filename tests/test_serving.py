@@ -8,6 +8,8 @@ import json
 import os
 import re
 import signal
+import subprocess
+import sys
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -16,7 +18,7 @@ import pytest
 
 from aggregations.sites import make_site, save_site
 from tests.conftest import ADMIN_TOKEN, BROWSER
-from tests.processes import Service, clean_env
+from tests.processes import ROOT, Service, clean_env
 from tests.promtool import check_metrics, samples
 
 ARTICLES = ("a1", "a2", "a3")
@@ -211,3 +213,30 @@ def test_a_worker_that_cannot_start_stops_the_supervisor(tmp_path, stores):
     with pytest.raises(RuntimeError, match="service exited 1"):
         service.start(timeout=120)
     assert "workers keep failing at start" in service.output()
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_stop_during_start_up_is_clean(tmp_path, stores, prefix, db, workers):
+    """SIGTERM while the service is still starting: it finishes starting, then stops as usual
+    (final rollup, resources closed) and exits 0 - no process is killed half-started."""
+    env = clean_env(
+        ANALYTICS_REDIS_URL=stores.redis_url,
+        ANALYTICS_DATABASE_URL=stores.database_url,
+        ANALYTICS_REDIS_PREFIX=prefix,
+        ANALYTICS_WORKERS=workers,
+    )
+    service = Service(env, tmp_path / "service.log")
+    out = service.log.open("ab")
+    service.process = subprocess.Popen(
+        [sys.executable, "-m", "analytics", "serve"],
+        env=service.env,
+        cwd=ROOT,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
+    started = "worker 2 started" if workers == "2" else "serving on"
+    wait_for(lambda: started in service.output(), "the start to begin")
+    assert service.stop(timeout=40) == 0, service.output()
+    log = service.output()
+    assert log.count("final rollup before exit") == int(workers), log
