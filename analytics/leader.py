@@ -9,7 +9,6 @@ batch ledger keep a rollup exactly-once even when two run - it only keeps the ot
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from typing import Any
 
@@ -67,7 +66,6 @@ class Leadership:
             try:
                 await conn.close(timeout=CONNECT_TIMEOUT)
             except (*POSTGRES_ERRORS, asyncpg.PostgresError):
-                with contextlib.suppress(Exception):
-                    conn.terminate()
+                conn.terminate()
         if was_held:
             log.info("rollup: this process no longer leads the timed rollup")

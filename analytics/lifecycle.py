@@ -269,17 +269,14 @@ async def leads(app: web.Application, leadership: Leadership) -> bool:
     was_held = leadership.held
     try:
         held = await leadership.ensure()
+        run = held
     except (*POSTGRES_ERRORS, asyncpg.PostgresError) as err:
         app[K.METRICS].postgres_errors.labels("leader").inc()
         log.warning("rollup: cannot reach PostgreSQL for the leader lock: %s", err)
-        held = False
-        if leadership.last_known:
-            if was_held:
-                app[K.METRICS].rollup_leader.set(0)
-            return True
+        held, run = False, leadership.last_known
     if held != was_held:
         app[K.METRICS].rollup_leader.set(1 if held else 0)
-    return held
+    return run
 
 
 async def rollup_loop(app: web.Application, leadership: Leadership) -> None:
