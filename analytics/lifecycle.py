@@ -205,7 +205,7 @@ async def announce(app: web.Application) -> None:
     log.info("ready: serving on http://%s:%d", settings.host, settings.port)
 
 
-async def rollup_pass(app: web.Application, *, wait: bool = False) -> bool:
+async def rollup_pass(app: web.Application, *, wait: float = 0.0) -> bool:
     """One rollup over the sites table; logs and counts failures instead of raising."""
     metrics = app[K.METRICS]
     started = app[K.CLOCK].now()
@@ -279,17 +279,20 @@ async def leads(app: web.Application, leadership: Leadership) -> bool:
     return run
 
 
-async def rollup_loop(app: web.Application, leadership: Leadership) -> None:
+async def rollup_loop(app: web.Application, leadership: Leadership, stop: asyncio.Event) -> None:
     """Drift-free: passes start at t0 + k * interval (skipping missed ticks), or at once when a
-    beacon finds a site's counters unbuilt; in the leading process only."""
+    beacon finds a site's counters unbuilt; in the leading process only. Stops between passes
+    once `stop` is set."""
     loop = asyncio.get_running_loop()
     interval = app[K.SETTINGS].rollup_interval
     wake = app[K.ROLLUP_WAKE]
     next_at = loop.time()
-    while True:
+    while not stop.is_set():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(wake.wait(), max(0.0, next_at - loop.time()))
         wake.clear()
+        if stop.is_set():
+            break
         if await leads(app, leadership):
             await rollup_pass(app)
         now = loop.time()
@@ -297,13 +300,12 @@ async def rollup_loop(app: web.Application, leadership: Leadership) -> None:
             next_at += interval
 
 
-async def final_rollup(app: web.Application) -> None:
+async def final_rollup(app: web.Application, budget: float) -> None:
     """Every process, leader or not: what it accepted goes to PostgreSQL before it exits."""
-    budget = final_rollup_budget(app[K.SETTINGS])
     log.info("final rollup before exit")
     try:
         async with asyncio.timeout(budget):
-            await rollup_pass(app, wait=True)
+            await rollup_pass(app, wait=budget)
     except TimeoutError:
         app[K.METRICS].rollup_runs.labels("error").inc()
         log.warning(
@@ -314,13 +316,23 @@ async def final_rollup(app: web.Application) -> None:
 
 async def rollup_ctx(app: web.Application) -> AsyncIterator[None]:
     leadership = Leadership(app[K.DATABASE_URL])
-    task = asyncio.create_task(rollup_loop(app, leadership), name="rollup")
+    stop = asyncio.Event()
+    task = asyncio.create_task(rollup_loop(app, leadership, stop), name="rollup")
     yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    # let a pass in progress finish (cancelling it mid-transaction helps no one), within the
+    # final rollup's share of the shutdown timeout, and spend the rest on the final pass
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + final_rollup_budget(app[K.SETTINGS])
+    stop.set()
+    app[K.ROLLUP_WAKE].set()
     try:
-        await final_rollup(app)
+        await asyncio.wait_for(asyncio.shield(task), deadline - loop.time())
+    except TimeoutError:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    try:
+        await final_rollup(app, max(1.0, deadline - loop.time()))
     finally:
         await leadership.release()
         app[K.METRICS].rollup_leader.set(0)
