@@ -236,6 +236,15 @@ class Recorder:
             raise StorageUnavailable(f"Redis refused the hit: {err}") from err
 
     async def record(self, hit: Hit) -> Recorded:
+        try:
+            return await self._record(hit)
+        finally:
+            # whatever came of it (counted, or a failure that may have counted all the same),
+            # the site's counters may have changed: reads from here on ask Redis again
+            if self.cache is not None:
+                self.cache.drop(hit.site.id)
+
+    async def _record(self, hit: Hit) -> Recorded:
         site = hit.site
         periods = self.calendar.at(hit.ts, site.tz)
         cmd = self._command(site.id, periods)
@@ -244,8 +253,6 @@ class Recorder:
             reply = await self._run(self._pack(cmd, periods, hit, salt))
             status = reply[0]
             if status == 1:
-                if self.cache is not None:
-                    self.cache.drop(site.id)  # acknowledged: reads after this see it
                 return Recorded(bool(reply[1]), ArticleCount(reply[2]), bool(reply[3]))
             if status == 2:
                 raise RateLimited(f"too many page views from this {as_text(reply[1])}")

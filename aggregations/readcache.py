@@ -2,10 +2,10 @@
 
 Reads are public and cacheable for a second or two (`Cache-Control: max-age=2`); under a burst
 of widgets, answering from this process's memory for up to a second spares every request its
-Redis round trip. Read-your-writes holds within the process: every beacon this process counts
-for a site, and every baseline or rebuild it applies, drops the site's entries once Redis has
-acknowledged the write, so a read after it reads Redis again. Another process's writes show
-within the second.
+Redis round trip. Read-your-writes holds within the process: every beacon this process records
+for a site (counted, or failed in a way that may have counted), and every baseline or rebuild it
+applies, drops the site's entries once Redis has answered, so a read after it reads Redis again
+(and fails with Redis, when Redis is down). Another process's writes show within the second.
 """
 
 from __future__ import annotations
