@@ -128,3 +128,30 @@ async def test_a_read_right_after_a_beacon_sees_it(client, clock):
     for n in range(1, 4):
         assert (await send(client, ip=f"203.0.113.{n}")).status == 204
         assert await today() == n
+
+
+async def test_the_counting_script_is_loaded_again_when_redis_lost_it(client):
+    """After a Redis restart (or SCRIPT FLUSH) EVALSHA answers NOSCRIPT: the recorder loads the
+    script and runs the hit again, once. A script text of our own, never loaded, stands for it."""
+    from aggregations.counters import Hit, Recorder
+    from aggregations.scripts import Scripts, lua
+    from analytics import appkeys as K
+    from tests.conftest import at
+
+    app = client.app
+    scripts = Scripts(app[K.REDIS])
+    scripts.record = app[K.REDIS].register_script(lua("record") + f"\n-- {uuid.uuid4().hex}\n")
+    assert not (await app[K.REDIS].script_exists(scripts.record.sha))[0]
+    recorder = Recorder(
+        app[K.REDIS],
+        scripts,
+        app[K.SETTINGS].redis_prefix,
+        app[K.RECORDER].policy,
+        pipe=app[K.PIPE],
+    )
+    site = app[K.SITES].get("caobang")
+    recorded = await recorder.record(
+        Hit(site=site, identity=b"id", network=b"net", ts=at("2026-11-27 10:00:00"), article="7")
+    )
+    assert recorded.new_visit
+    assert (await app[K.REDIS].script_exists(scripts.record.sha))[0]
