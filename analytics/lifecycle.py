@@ -288,9 +288,9 @@ async def leads(app: web.Application, leadership: Leadership) -> bool:
 
 
 async def rollup_loop(app: web.Application, leadership: Leadership, stop: asyncio.Event) -> None:
-    """Drift-free: passes start at t0 + k * interval (skipping missed ticks), or at once when a
-    beacon finds a site's counters unbuilt; in the leading process only. Stops between passes
-    once `stop` is set."""
+    """Drift-free: passes start at t0 + k * interval (skipping missed ticks) in the leading
+    process, or at once in any process when a beacon finds a site's counters unbuilt. Stops
+    between passes once `stop` is set."""
     loop = asyncio.get_running_loop()
     interval = app[K.SETTINGS].rollup_interval
     wake = app[K.ROLLUP_WAKE]
@@ -298,10 +298,13 @@ async def rollup_loop(app: web.Application, leadership: Leadership, stop: asynci
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(wake.wait(), max(0.0, next_at - loop.time()))
+        woken = wake.is_set()
         wake.clear()
         if stop.is_set():
             break
-        if await leads(app, leadership):
+        # a site found unbuilt (Redis lost its data) is rebuilt by whichever process saw it,
+        # leader or not: waiting for the leader's next tick would show wrong totals meanwhile
+        if await leads(app, leadership) or woken:
             await rollup_pass(app)
         now = loop.time()
         while next_at <= now:
