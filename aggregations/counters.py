@@ -50,8 +50,15 @@ class Recorded:
 
 @dataclass(frozen=True, slots=True)
 class RateLimit:
+    """A token bucket: `burst` beacons at once, refilled at `per_minute`. A limit without a burst
+    gets six seconds' worth (at least 1): a bucket of 0 would refuse every beacon."""
+
     per_minute: int  # 0: no limit
     burst: int
+
+    def __post_init__(self) -> None:
+        if self.per_minute > 0 and self.burst < 1:
+            object.__setattr__(self, "burst", max(1, self.per_minute // 10))
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ import pytest
 from aggregations.sites import Site
 from collectors import screening
 from collectors.screening import MAX_USER_AGENT, is_bot, is_prefetch, screen
+from tests.abuse_helpers import metric
 from tests.conftest import BROWSER, send
 
 CRAWLERS = [
@@ -143,13 +144,6 @@ def test_screen_reasons():
     assert screen(site, BROWSER, {"Sec-Purpose": "prefetch"}).value == "prefetch"
     assert screen(site, BROWSER, {"DNT": "1"}).value == "dnt"
     assert screen(Site("caobang"), BROWSER, {"DNT": "1"}) is None
-
-
-async def metric(client, reason: str, result: str = "dropped") -> float:
-    text = await (await client.get("/metrics")).text()
-    needle = f'analytics_beacons_total{{reason="{reason}",result="{result}"}} '
-    line = next(x for x in text.splitlines() if x.startswith(needle))
-    return float(line.removeprefix(needle))
 
 
 async def test_every_kind_of_bot_counts_nothing_and_shows_in_metrics(client):
