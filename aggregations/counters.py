@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from enum import IntEnum
 
 from redis.asyncio import Redis
@@ -94,7 +94,11 @@ def visitor_id(salt: bytes, identity: bytes) -> str:
 
 
 class Salts:
-    """This process's copy of each site's salt for the day; Redis has the authoritative one."""
+    """This process's copy of each site's salt for the day; Redis has the authoritative one.
+
+    A copy is forgotten once its day is two days old, as Redis forgets the salt itself: no salt
+    outlives the 48 h after its day began, in Redis or in memory.
+    """
 
     def __init__(self) -> None:
         self._salts: dict[tuple[str, date], str] = {}
@@ -102,13 +106,21 @@ class Salts:
     def get(self, site: str, day: date) -> str:
         salt = self._salts.get((site, day))
         if salt is None:
-            if len(self._salts) > 10_000:
-                self._salts.clear()
+            self._forget_before(day - timedelta(days=1))
             salt = self._salts[(site, day)] = secrets.token_hex(16)
         return salt
 
     def learn(self, site: str, day: date, salt: str) -> None:
         self._salts[(site, day)] = salt
+
+    def _forget_before(self, day: date) -> None:
+        if len(self._salts) > 10_000:
+            self._salts.clear()
+        for key in [k for k in self._salts if k[1] < day]:
+            del self._salts[key]
+
+    def days(self) -> set[date]:
+        return {day for _, day in self._salts}
 
 
 class Recorder:

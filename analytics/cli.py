@@ -15,6 +15,7 @@ from aiohttp import web
 
 from aggregations.errors import AnalyticsError
 from analytics import appkeys as K
+from analytics import redaction
 from analytics.app import create_app
 from analytics.logs import setup_logging
 from analytics.settings import Settings, SettingsError
@@ -114,7 +115,8 @@ def serve(settings: Settings) -> int:
         host=settings.host,
         port=settings.port,
         shutdown_timeout=settings.shutdown_timeout,
-        access_log=logging.getLogger("aiohttp.access") if settings.access_log else None,
+        access_log=redaction.access_logger(settings),
+        access_log_class=redaction.AccessLogger,
         print=lambda *_: None,
         handle_signals=True,
     )

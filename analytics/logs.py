@@ -7,6 +7,7 @@ import logging
 import sys
 from datetime import UTC, datetime
 
+from analytics import redaction
 from analytics.settings import Settings
 
 
@@ -34,7 +35,5 @@ def setup_logging(settings: Settings) -> None:
     root.setLevel(settings.log_level)
     # the embedded PostgreSQL narrates every command it runs; its warnings are enough
     logging.getLogger("pgserver").setLevel(logging.WARNING)
-    # aiohttp's access log costs as much as a beacon: only when asked for
-    logging.getLogger("aiohttp.access").setLevel(
-        logging.INFO if settings.access_log else logging.WARNING
-    )
+    # the access log costs as much as a beacon: only when asked for; never an address
+    redaction.install(settings)
