@@ -151,13 +151,16 @@ SCHEMAS: dict[str, Schema] = {
     "BaselineInput": {
         **obj(
             {
-                "total": obj(
-                    {
-                        "pageviews": {**COUNT, "maximum": MAX_COUNT},
-                        "visits": {**COUNT, "maximum": MAX_COUNT},
-                    },
-                    (),
-                ),
+                "total": {
+                    **obj(
+                        {
+                            "pageviews": {**COUNT, "maximum": MAX_COUNT},
+                            "visits": {**COUNT, "maximum": MAX_COUNT},
+                        },
+                        (),
+                    ),
+                    "additionalProperties": True,
+                },
                 "articles": {
                     "type": "object",
                     "propertyNames": {"pattern": ARTICLE_PATTERN},
@@ -249,6 +252,11 @@ PIXEL_ERROR = {
 }
 
 
+def or_empty(schema: Schema) -> Schema:
+    """A query parameter that may also be given empty, meaning its default."""
+    return {"anyOf": [schema, {"const": ""}]}
+
+
 def path_param(name: str, schema: Schema, description: str) -> dict[str, Any]:
     return {
         "name": name,
@@ -271,7 +279,7 @@ def query_param(name: str, schema: Schema, description: str) -> dict[str, Any]:
 
 SITE_PARAM = path_param("site", {"type": "string"}, f"site id, {SITE_PATTERN}")
 ARTICLE_PARAM = path_param("article", {"type": "string"}, f"article id, {ARTICLE_PATTERN}")
-LANG_PARAM = query_param("lang", {"enum": ["vi", "en"]}, "language of the labels (vi)")
+LANG_PARAM = query_param("lang", or_empty({"enum": ["vi", "en"]}), "language of the labels (vi)")
 ADMIN: list[dict[str, list[str]]] = [{"bearer": []}]
 
 
@@ -311,7 +319,11 @@ def beacon_paths() -> dict[str, Any]:
                 "answered 204 and count nothing. `?counters=1` also answers the site's counters.",
                 "tags": ["beacons"],
                 "parameters": [
-                    query_param("counters", {"enum": ["1"]}, "1: answer the counters (200)")
+                    query_param(
+                        "counters",
+                        {"type": "string", "examples": ["1"]},
+                        "1: answer the counters (200); any other value is ignored",
+                    )
                 ],
                 "requestBody": {
                     "required": True,
@@ -357,7 +369,8 @@ def beacon_paths() -> dict[str, Any]:
 
 
 def read_paths() -> dict[str, Any]:
-    limit = {"type": "integer", "minimum": 1, "maximum": api.MAX_LIMIT, "default": 10}
+    limit = or_empty({"type": "integer", "minimum": 1, "maximum": api.MAX_LIMIT, "default": 10})
+    day = or_empty({"type": "string", "format": "date"})
     return {
         SITE + "/counters": read("online now and every period's counts", "Counters"),
         SITE + "/articles/{article}": read("one article's views", "ArticleViews", ARTICLE_PARAM),
@@ -378,8 +391,8 @@ def read_paths() -> dict[str, Any]:
         SITE + "/daily": read(
             f"every day of a range (at most {api.MAX_DAYS} days), zero-filled",
             "Daily",
-            query_param("from", {"type": "string", "format": "date"}, "first day (to - 29)"),
-            query_param("to", {"type": "string", "format": "date"}, "last day (today)"),
+            query_param("from", day, "first day (to - 29)"),
+            query_param("to", day, "last day (today)"),
         ),
     }
 
