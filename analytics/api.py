@@ -27,9 +27,10 @@ async def preflight(request: web.Request) -> web.Response:
 
 
 def site_of(request: web.Request) -> Site:
-    site_id = check_site_id(request.match_info["site"])
-    site = request.app[K.SITES].get(site_id)
-    if site is None:
+    raw = request.match_info["site"]
+    site = request.app[K.SITES].get(raw)
+    if site is None:  # a configured id is valid: check the form only of the others
+        site_id = check_site_id(raw)
         raise UnknownSite(f"site {site_id!r} is not configured here", "site")
     return site
 
