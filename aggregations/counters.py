@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from datetime import date
 from enum import IntEnum
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from aggregations.errors import RateLimited, StorageUnavailable
 from aggregations.keys import SiteKeys
 from aggregations.periods import Calendar, Periods
+from aggregations.redis_client import RedisClient
 from aggregations.scripts import Scripts, as_text
 from aggregations.sites import Site
 
@@ -109,7 +109,7 @@ class Recorder:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         scripts: Scripts,
         prefix: str,
         policy: CountingPolicy,

@@ -12,12 +12,12 @@ import contextlib
 from datetime import date, datetime, timedelta
 from typing import Any, cast
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from aggregations.errors import POSTGRES_ERRORS, StorageUnavailable
 from aggregations.keys import SiteKeys
 from aggregations.periods import Calendar
+from aggregations.redis_client import RedisClient
 from aggregations.scripts import Scripts
 from aggregations.sites import Site
 
@@ -39,7 +39,7 @@ class Reader:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         scripts: Scripts,
         prefix: str,
         online_window: float,
@@ -177,7 +177,7 @@ class Reader:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for d in live_days:
                     pipe.hmget(k.day(d), ["pv", "visits"])
-                    pipe.pfcount(k.day_visitors(d))
+                    pipe.execute_command("PFCOUNT", k.day_visitors(d))  # see redis_client
                 replies = await pipe.execute()
         except RedisError as err:
             raise StorageUnavailable(f"Redis could not be read: {err}") from err

@@ -40,13 +40,12 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from redis.asyncio import Redis
-
 from aggregations.clock import Clock
 from aggregations.keys import SiteKeys
 from aggregations.locks import SiteLock
 from aggregations.periods import Calendar, month_label, week_label
 from aggregations.rebuild import rebuild_site
+from aggregations.redis_client import RedisClient
 from aggregations.scripts import Scripts, as_text
 from aggregations.sites import Site
 
@@ -164,7 +163,7 @@ class Rollup:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         scripts: Scripts,
         pool: Any,
         prefix: str,
@@ -272,7 +271,7 @@ class Rollup:
             periods["total"] = keys.total_visitors
         async with self.redis.pipeline(transaction=False) as pipe:
             for key in (*days.values(), *periods.values()):
-                pipe.pfcount(key)
+                pipe.execute_command("PFCOUNT", key)  # see redis_client
                 pipe.get(key)
             replies = iter(await pipe.execute())
         snapshots = Snapshots()

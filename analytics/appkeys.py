@@ -6,12 +6,12 @@ import asyncio
 
 import asyncpg
 from aiohttp import web
-from redis.asyncio import Redis
 
 from aggregations.clock import Clock
 from aggregations.counters import Recorder
 from aggregations.metrics import Metrics
 from aggregations.reads import Reader
+from aggregations.redis_client import RedisClient
 from aggregations.rollup import Rollup
 from aggregations.scripts import Scripts
 from aggregations.sites import SiteCache
@@ -24,7 +24,7 @@ CLOCK = web.AppKey("clock", Clock)
 METRICS = web.AppKey("metrics", Metrics)
 REDIS_URL = web.AppKey("redis_url", str)
 DATABASE_URL = web.AppKey("database_url", str)
-REDIS = web.AppKey("redis", Redis)
+REDIS: web.AppKey[RedisClient] = web.AppKey("redis")
 POOL: web.AppKey[asyncpg.Pool] = web.AppKey("pool")
 SCRIPTS = web.AppKey("scripts", Scripts)
 SITES = web.AppKey("sites", SiteCache)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from aggregations.keys import DEFAULT_PREFIX, check_prefix
+from analytics.storage import CLUSTER_SCHEMES, is_cluster_url, parse_cluster_url
 from collectors.clients import Network, parse_networks
 
 T = TypeVar("T")
@@ -61,7 +62,7 @@ class Settings:
         return cls(
             host=r.get("HOST", str, cls.host),
             port=r.get("PORT", _port, cls.port),
-            redis_url=r.get("REDIS_URL", _url(("redis", "rediss", "unix", "redis+cluster")), None),
+            redis_url=r.get("REDIS_URL", _redis_url, None),
             database_url=r.get("DATABASE_URL", _url(("postgres", "postgresql")), None),
             admin_token=r.get("ADMIN_TOKEN", _token, None),
             rollup_interval=r.get("ROLLUP_INTERVAL", _positive(float), cls.rollup_interval),
@@ -147,6 +148,14 @@ def _url(schemes: tuple[str, ...]) -> Callable[[str], str]:
         return raw
 
     return cast
+
+
+def _redis_url(raw: str) -> str:
+    """One server (`redis`, `rediss`, `unix`), or a cluster by its seed nodes (see `storage`)."""
+    url = _url(("redis", "rediss", "unix", *CLUSTER_SCHEMES))(raw)
+    if is_cluster_url(url):
+        parse_cluster_url(url)
+    return url
 
 
 def _token(raw: str) -> str:

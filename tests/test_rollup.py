@@ -13,6 +13,8 @@ from analytics import appkeys as K
 from tests.conftest import at, send
 from tests.rollup_helpers import Crash, crash_at, pending, rollup, stored
 
+pytestmark = pytest.mark.cluster
+
 
 async def beacons(client, n, *, start=0, article_every=1):
     for i in range(start, start + n):
