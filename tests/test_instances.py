@@ -1,0 +1,144 @@
+"""Several service instances (separate `analytics serve` processes, each on its own port, as on
+separate machines) against one real Redis Cluster and one PostgreSQL: counts exact, online-now
+shared, each rollup batch applied by exactly one instance, rate limits shared."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import ADMIN_TOKEN
+from tests.load import Beacon, Tally, ip_of, noon_zone, send
+from tests.processes import Service, clean_env
+from tests.stores import Stores
+
+# their hash tags fall on all three primaries of the test cluster (slots 8576, 15154, 4710, 12902)
+SITES = ("caobang", "backan", "hanoi", "langson")
+
+
+def services_env(stores: Stores, redis_url: str, prefix: str, **extra: str) -> dict[str, str]:
+    return clean_env(
+        ANALYTICS_REDIS_URL=redis_url,
+        ANALYTICS_DATABASE_URL=stores.database_url,
+        ANALYTICS_REDIS_PREFIX=prefix,
+        ANALYTICS_ADMIN_TOKEN=ADMIN_TOKEN,
+        ANALYTICS_TRUSTED_PROXIES="127.0.0.1",
+        ANALYTICS_ROLLUP_INTERVAL="1",  # both instances roll up all the time, side by side
+        ANALYTICS_ONLINE_WINDOW="3600",  # "online" = everyone this test sent, however slow it runs
+        ANALYTICS_ARTICLE_DEDUP="none",
+        ANALYTICS_SITES_REFRESH="1",
+        **extra,
+    )
+
+
+@pytest.fixture
+def instances(
+    request: pytest.FixtureRequest, stores: Stores, redis_url: str, prefix: str, db: Any,
+    tmp_path: Path,
+) -> Iterator[list[Service]]:  # fmt: skip
+    extra = getattr(request, "param", {})
+    env = services_env(stores, redis_url, prefix, **extra)
+    started: list[Service] = []
+    try:
+        for n in range(2):
+            service = Service(env, tmp_path / f"instance-{n}.log")
+            service.start()
+            started.append(service)
+        yield started
+    finally:
+        for service in started:
+            if service.process is not None and service.process.poll() is None:
+                service.stop()
+
+
+def add_sites(services: list[Service], sites: tuple[str, ...], timezone: str) -> None:
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"}
+    for site in sites:
+        body = json.dumps({"domains": [], "timezone": timezone}).encode()
+        status, text = services[0].request("PUT", f"/api/v1/sites/{site}", body, **admin)
+        assert status in (200, 201), text
+    # the other instance learns of them by NOTIFY (or its periodic refresh)
+    deadline = time.monotonic() + 30
+    for service in services:
+        for site in sites:
+            while service.request("GET", f"/api/v1/sites/{site}/counters")[0] != 200:
+                assert time.monotonic() < deadline, f"{service.url} never learned of {site}"
+                time.sleep(0.1)
+
+
+def counters(service: Service, site: str) -> dict[str, Any]:
+    status, body = service.request("GET", f"/api/v1/sites/{site}/counters")
+    assert status == 200, body
+    data: dict[str, Any] = json.loads(body)
+    data.pop("as_of")
+    return data
+
+
+def batches_logged(service: Service) -> int:
+    return sum(int(n) for n in re.findall(r"rollup: (\d+) batch\(es\)", service.output()))
+
+
+@pytest.mark.parametrize("redis_url", ["cluster"], indirect=True)
+async def test_two_instances_count_10000_beacons_exactly(instances, db):
+    add_sites(instances, SITES, noon_zone())
+    # 500 visitors (one address each), each on one site, 20 page views each; every third
+    # view is of one of 13 articles
+    beacons = [
+        Beacon(SITES[i % 4], ip_of(i % 500), str(i % 13) if i % 3 == 0 else None)
+        for i in range(10_000)
+    ]
+    tally = await send([s.url for s in instances], beacons, concurrency=48)
+    assert tally.refused == {}, tally.refused
+    assert tally.total == 10_000
+    assert tally.by_instance == {0: 5000, 1: 5000}
+
+    for site in SITES:
+        seen = [counters(s, site) for s in instances]
+        assert seen[0] == seen[1]  # one set of counters, whichever instance answers
+        body = seen[0]
+        assert body["today"]["pageviews"] == body["total"]["pageviews"] == 2500
+        assert body["today"]["visits"] == 125  # 125 visitors, each one visit
+        assert body["online"] == 125  # exact: a sorted set shared by both instances
+        assert abs(body["today"]["visitors"] - 125) <= 4  # HyperLogLog, 0.81 % error
+
+    for service in instances:
+        assert service.stop() == 0, service.output()  # each ends with a final rollup
+    rows = await db.fetch(
+        "SELECT site_id, sum(pageviews)::bigint AS pv FROM site_days GROUP BY site_id"
+    )
+    assert {r["site_id"]: r["pv"] for r in rows} == dict.fromkeys(SITES, 2500)
+    articles = await db.fetch("SELECT site_id, article, views FROM articles")
+    assert {(r["site_id"], r["article"]): r["views"] for r in articles} == dict(tally.articles)
+    # every batch in the ledger was applied by exactly one instance: the batches each one
+    # reports having applied add up to the ledger, none twice (the ledger's key forbids it)
+    ledger = await db.fetchval("SELECT count(*) FROM rollup_batches")
+    assert ledger > 0
+    assert batches_logged(instances[0]) + batches_logged(instances[1]) == ledger
+
+
+@pytest.mark.parametrize(
+    ("redis_url", "instances"),
+    [("cluster", {"ANALYTICS_RATE_LIMIT_PER_MINUTE": "60", "ANALYTICS_RATE_LIMIT_BURST": "30"})],
+    indirect=True,
+)
+async def test_rate_limits_are_shared_between_instances(instances):
+    """One address, 80 beacons alternating between the two instances: the bucket (30, refilled
+    one a second) is the cluster's, not each instance's, so about 30 pass, not 60."""
+    add_sites(instances, SITES[:1], noon_zone())
+    tally = Tally()
+    started = time.monotonic()
+    for i in range(80):
+        await send([instances[i % 2].url], [Beacon(SITES[0], "198.51.100.7")], tally=tally)
+    elapsed = time.monotonic() - started
+    refused = {status: n for (_, status), n in tally.refused.items()}
+    assert set(refused) == {429}
+    assert tally.total + refused[429] == 80
+    # the bucket starts full (30) and gains one a second: per-instance buckets would pass 60
+    assert 30 <= tally.total <= 30 + int(elapsed) + 1
+    assert tally.total < 60, f"{tally.total} passed in {elapsed:.1f} s"
