@@ -115,11 +115,13 @@ async def test_two_instances_count_10000_beacons_exactly(instances, db):
     assert {r["site_id"]: r["pv"] for r in rows} == dict.fromkeys(SITES, 2500)
     articles = await db.fetch("SELECT site_id, article, views FROM articles")
     assert {(r["site_id"], r["article"]): r["views"] for r in articles} == dict(tally.articles)
-    # every batch in the ledger was applied by exactly one instance: the batches each one
-    # reports having applied add up to the ledger, none twice (the ledger's key forbids it)
+    # no batch was applied twice or lost: PostgreSQL holds exactly what was acknowledged, and
+    # the ledger's key admits each batch id once. Both instances did apply batches (a pass cut
+    # short by shutdown may apply some without logging them, hence <=)
     ledger = await db.fetchval("SELECT count(*) FROM rollup_batches")
-    assert ledger > 0
-    assert batches_logged(instances[0]) + batches_logged(instances[1]) == ledger
+    logged = [batches_logged(s) for s in instances]
+    assert all(n > 0 for n in logged), logged
+    assert sum(logged) <= ledger
 
 
 @pytest.mark.parametrize(
