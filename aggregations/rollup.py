@@ -28,6 +28,10 @@ failover) before step 3 committed it. The live counters lose exactly the same in
 
 Before step 1 the site's live counters must be "built" (see `rebuild`): after Redis loses its
 data, the rebuild reads PostgreSQL first, and only then may new pending counts reach it.
+
+Between steps 1 and 3, the move-aside must have reached the replicas (`replication`): otherwise a
+failover to a replica that never saw it would bring the batch's counts back as pending, to be
+applied again. Until they acknowledge, the site's batches wait in Redis for the next pass.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from aggregations.locks import SiteLock
 from aggregations.periods import Calendar, month_label, week_label
 from aggregations.rebuild import rebuild_site
 from aggregations.redis_client import RedisClient
+from aggregations.replication import WAIT_MS, run_replicated
 from aggregations.scripts import Scripts, as_text
 from aggregations.sites import Site
 
@@ -57,6 +62,10 @@ STEPS = ("moved", "read", "applied", "committed", "finished")
 
 def no_failpoint(step: str) -> None:
     return None
+
+
+class NotReplicated(Exception):
+    """The move-aside did not reach the replicas in time (see `replication`)."""
 
 
 @dataclass
@@ -89,6 +98,7 @@ class RollupReport:
     skipped_sites: int = 0
     rebuilt_sites: int = 0
     duplicate_batches: int = 0
+    unreplicated_sites: int = 0  # the move-aside did not reach the replicas: applied later
     seconds: float = 0.0
 
 
@@ -171,6 +181,8 @@ class Rollup:
         *,
         calendar: Calendar | None = None,
         failpoint: Failpoint = no_failpoint,
+        min_replicas: int = 0,
+        replica_wait_ms: int = WAIT_MS,
     ) -> None:
         self.redis = redis
         self.scripts = scripts
@@ -179,6 +191,8 @@ class Rollup:
         self.clock = clock
         self.calendar = calendar or Calendar()
         self.failpoint = failpoint
+        self.min_replicas = min_replicas
+        self.replica_wait_ms = replica_wait_ms
 
     async def run(self, sites: Iterable[Site], *, wait: bool = False) -> RollupReport:
         """One pass over `sites`. With `wait`, blocks on sites another rollup holds."""
@@ -195,6 +209,13 @@ class Rollup:
         return report
 
     async def _site(self, conn: Any, site: Site, report: RollupReport) -> None:
+        try:
+            await self._site_batches(conn, site, report)
+        except NotReplicated as err:
+            report.unreplicated_sites += 1
+            log.warning("rollup: %s: %s; its batches wait in Redis for the next pass", site.id, err)
+
+    async def _site_batches(self, conn: Any, site: Site, report: RollupReport) -> None:
         keys = SiteKeys(self.prefix, site.id)
         batch_id = uuid.uuid4().hex
         in_flight = await self._move_aside(keys, batch_id)
@@ -216,8 +237,12 @@ class Rollup:
                 report.rows += rows
 
     async def _move_aside(self, keys: SiteKeys, batch_id: str) -> list[str] | None:
-        reply = await self.scripts.move_aside(
-            keys=[
+        """The ids of the batches in flight; None when the site is not built. NotReplicated
+        when the move-aside has not reached the replicas (nothing may be applied yet)."""
+        done = await run_replicated(
+            self.redis,
+            self.scripts.move_aside,
+            [
                 keys.marker,
                 keys.pending,
                 keys.pending_titles,
@@ -225,11 +250,18 @@ class Rollup:
                 keys.batch(batch_id),
                 keys.batch_titles(batch_id),
             ],
-            args=[batch_id],
+            [batch_id],
+            self.min_replicas,
+            self.replica_wait_ms,
         )
-        if reply is None:
+        if done.reply is None:  # not built: the script wrote nothing
             return None
-        return [as_text(x) for x in reply]
+        if not done.ok:
+            raise NotReplicated(
+                f"{done.acknowledged} of {done.wanted} replica(s) acknowledged the move-aside"
+                f" in {self.replica_wait_ms} ms"
+            )
+        return [as_text(x) for x in done.reply]
 
     async def _apply(self, conn: Any, keys: SiteKeys, site: Site, batch_id: str) -> int | None:
         """Apply one batch; the number of rows, or None when it had been applied already."""

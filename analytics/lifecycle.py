@@ -175,7 +175,15 @@ async def counting_ctx(app: web.Application) -> AsyncIterator[None]:
         app[K.METRICS],
         on_unbuilt=wake.set,
     )
-    app[K.ROLLUP] = Rollup(redis, scripts, app[K.POOL], prefix, app[K.CLOCK], calendar=calendar)
+    app[K.ROLLUP] = Rollup(
+        redis,
+        scripts,
+        app[K.POOL],
+        prefix,
+        app[K.CLOCK],
+        calendar=calendar,
+        min_replicas=settings.rollup_min_replicas,
+    )
     app[K.BEACONS].attach(app[K.INTAKE], app[K.READER])
     yield
 
@@ -214,12 +222,13 @@ async def rollup_pass(app: web.Application, *, wait: bool = False) -> bool:
     if report.batches or report.rebuilt_sites or report.duplicate_batches:
         log.info(
             "rollup: %d batch(es), %d row(s), %d site(s) rebuilt, %d duplicate(s) skipped,"
-            " %d site(s) busy elsewhere, %.3f s",
+            " %d site(s) busy elsewhere, %d site(s) waiting for replicas, %.3f s",
             report.batches,
             report.rows,
             report.rebuilt_sites,
             report.duplicate_batches,
             report.skipped_sites,
+            report.unreplicated_sites,
             report.seconds,
         )
     return True

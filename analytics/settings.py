@@ -32,6 +32,7 @@ class Settings:
     admin_token: str | None = field(default=None, repr=False)
     rollup_interval: float = 60.0
     rollup_enabled: bool = True
+    rollup_min_replicas: int = 0
     visit_timeout: float = 1800.0
     online_window: float = 300.0
     trusted_proxies: tuple[Network, ...] = ()
@@ -67,6 +68,9 @@ class Settings:
             admin_token=r.get("ADMIN_TOKEN", _token, None),
             rollup_interval=r.get("ROLLUP_INTERVAL", _positive(float), cls.rollup_interval),
             rollup_enabled=r.get("ROLLUP", _bool, cls.rollup_enabled),
+            rollup_min_replicas=r.get(
+                "ROLLUP_MIN_REPLICAS", _non_negative(int), cls.rollup_min_replicas
+            ),
             visit_timeout=r.get("VISIT_TIMEOUT", _positive(float), cls.visit_timeout),
             online_window=r.get("ONLINE_WINDOW", _positive(float), cls.online_window),
             trusted_proxies=r.get("TRUSTED_PROXIES", _networks, ()),

@@ -7,6 +7,12 @@ for TLS) and one or more seed nodes separated by commas:
 
 The client asks a seed for the slot map and then talks to every primary directly; `MOVED` and
 `ASK` redirections (slot migrations, failovers) are followed by redis-py's cluster client.
+
+It does not retry a command after a connection error. On a topology change (a node down, a slot
+not covered) redis-py drops its connections, in-flight commands to healthy nodes included; a
+counting script whose reply was lost that way may have run, and running it again would count the
+page view twice. Without the retry the beacon answers 503 (the tracker does not resend), the next
+command reads the new slot map, and Redis never holds more than was sent.
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from aggregations.redis_client import RedisClient
 
@@ -87,7 +95,9 @@ def open_redis(url: str) -> RedisClient:
     if is_cluster_url(url):
         parsed = parse_cluster_url(url)
         seeds = [ClusterNode(host, port) for host, port in parsed.seeds]
-        return RedisCluster.from_url(parsed.plain_url, startup_nodes=seeds, **options)
+        return RedisCluster.from_url(
+            parsed.plain_url, startup_nodes=seeds, retry=Retry(NoBackoff(), 0), **options
+        )
     return Redis.from_url(url, **options)
 
 
