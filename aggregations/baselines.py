@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from aggregations.errors import StorageUnavailable
 from aggregations.keys import SiteKeys
 from aggregations.locks import SiteLock
 from aggregations.periods import Calendar
@@ -20,6 +21,7 @@ from aggregations.scripts import Scripts
 from aggregations.sites import Site
 
 CHUNK = 5000
+LOCK_WAIT = 30.0  # seconds: a rollup of a huge batch may hold the site for a while
 
 
 @dataclass(frozen=True)
@@ -48,7 +50,9 @@ async def set_baseline(
     site_id = site.id
     keys = SiteKeys(prefix, site_id)
     articles = dict(baseline.articles)
-    async with SiteLock(conn, site_id, wait=True):
+    async with SiteLock(conn, site_id, wait=LOCK_WAIT) as held:
+        if not held:
+            raise StorageUnavailable(f"site {site_id} is busy (a rollup holds it); try again")
         async with conn.transaction():
             if baseline.has_total:
                 await conn.execute(

@@ -21,7 +21,7 @@ from typing import Any
 
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 from aggregations.redis_client import RedisClient
 
@@ -48,8 +48,12 @@ def _on(node: ClusterNode | None) -> dict[str, Any]:
 
 
 async def connected_replicas(redis: RedisClient, key: str) -> int:
-    """How many replicas are connected to the primary that serves `key` (`ROLE`)."""
-    role = await redis.execute_command("ROLE", **_on(_node(redis, key)))
+    """How many replicas are connected to the primary that serves `key` (`ROLE`); 0 where a
+    managed Redis does not offer `ROLE` (then only the configured minimum is waited for)."""
+    try:
+        role = await redis.execute_command("ROLE", **_on(_node(redis, key)))
+    except ResponseError:
+        return 0
     return len(role[2]) if role and role[0] in (b"master", "master") else 0
 
 

@@ -194,8 +194,9 @@ class Rollup:
         self.min_replicas = min_replicas
         self.replica_wait_ms = replica_wait_ms
 
-    async def run(self, sites: Iterable[Site], *, wait: bool = False) -> RollupReport:
-        """One pass over `sites`. With `wait`, blocks on sites another rollup holds."""
+    async def run(self, sites: Iterable[Site], *, wait: float = 0.0) -> RollupReport:
+        """One pass over `sites`. A site another rollup holds is waited for up to `wait`
+        seconds, then skipped (its counts stay pending for the next pass)."""
         report = RollupReport()
         started = time.perf_counter()
         for site in sites:

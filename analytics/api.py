@@ -10,11 +10,16 @@ from aggregations.errors import InvalidInput, UnknownSite
 from aggregations.reads import TOP_PERIODS
 from aggregations.sites import Site, check_article_id, check_site_id
 from analytics import appkeys as K
-from analytics.responses import read_json
+from analytics.responses import PREFLIGHT, read_json
 
 MAX_IDS = 100
 MAX_LIMIT = 100
 MAX_DAYS = 366
+
+
+async def preflight(request: web.Request) -> web.Response:
+    """A browser asking whether a script on another origin may read with a validator."""
+    return web.Response(status=204, headers=PREFLIGHT)
 
 
 def site_of(request: web.Request) -> Site:

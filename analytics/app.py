@@ -10,6 +10,7 @@ from aggregations.metrics import Metrics
 from aggregations.sites import SiteCache
 from analytics import appkeys as K
 from analytics.lifecycle import (
+    announce,
     counting_ctx,
     embedded_ctx,
     postgres_ctx,
@@ -20,6 +21,7 @@ from analytics.lifecycle import (
 from analytics.middleware import errors_middleware, metrics_middleware
 from analytics.routes import ROUTE_NAMES, setup_routes
 from analytics.settings import Settings
+from analytics.widget import WidgetViews
 from collectors.beacons import MAX_BODY
 from collectors.handlers import BeaconViews
 
@@ -39,8 +41,9 @@ def create_app(
     app[K.METRICS] = Metrics(registry, ROUTE_NAMES)
     app[K.SITES] = SiteCache()
     app[K.BEACONS] = BeaconViews()
-    setup_routes(app, app[K.BEACONS])
+    setup_routes(app, app[K.BEACONS], WidgetViews(settings.online_window))
     app.cleanup_ctx.extend([embedded_ctx, postgres_ctx, redis_ctx, sites_ctx, counting_ctx])
     if settings.rollup_enabled:
         app.cleanup_ctx.append(rollup_ctx)
+    app.on_startup.append(announce)
     return app

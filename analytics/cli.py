@@ -20,6 +20,7 @@ from analytics.logs import setup_logging
 from analytics.settings import Settings, SettingsError
 
 log = logging.getLogger("analytics")
+ROLLUP_LOCK_WAIT = 60.0  # seconds `rollup --once` waits for a site the service is rolling up
 
 
 def parser() -> argparse.ArgumentParser:
@@ -72,7 +73,7 @@ async def cmd_rollup(settings: Settings) -> int:
     from analytics.lifecycle import rollup_pass
 
     async with started(settings) as app:
-        ok = await rollup_pass(app, wait=True)
+        ok = await rollup_pass(app, wait=ROLLUP_LOCK_WAIT)
     return 0 if ok else 1
 
 
@@ -131,9 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             log.info(
-                "serving on http://%s:%d (%s)",
-                settings.host,
-                settings.port,
+                "starting (%s)",
                 "embedded Redis and PostgreSQL" if settings.embedded else "configured stores",
             )
             return serve(settings)

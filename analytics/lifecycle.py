@@ -188,7 +188,12 @@ async def counting_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
 
 
-async def rollup_pass(app: web.Application, *, wait: bool = False) -> bool:
+async def announce(app: web.Application) -> None:
+    settings = app[K.SETTINGS]
+    log.info("ready: serving on http://%s:%d", settings.host, settings.port)
+
+
+async def rollup_pass(app: web.Application, *, wait: float = 0.0) -> bool:
     """One rollup over the sites table; logs and counts failures instead of raising."""
     metrics = app[K.METRICS]
     try:
@@ -234,17 +239,19 @@ async def rollup_pass(app: web.Application, *, wait: bool = False) -> bool:
     return True
 
 
-async def rollup_loop(app: web.Application) -> None:
+async def rollup_loop(app: web.Application, stop: asyncio.Event) -> None:
     """Drift-free: passes start at t0 + k * interval (skipping missed ticks), or at once when a
-    beacon finds a site's counters unbuilt."""
+    beacon finds a site's counters unbuilt. Stops between passes once `stop` is set."""
     loop = asyncio.get_running_loop()
     interval = app[K.SETTINGS].rollup_interval
     wake = app[K.ROLLUP_WAKE]
     next_at = loop.time()
-    while True:
+    while not stop.is_set():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(wake.wait(), max(0.0, next_at - loop.time()))
         wake.clear()
+        if stop.is_set():
+            break
         await rollup_pass(app)
         now = loop.time()
         while next_at <= now:
@@ -252,10 +259,18 @@ async def rollup_loop(app: web.Application) -> None:
 
 
 async def rollup_ctx(app: web.Application) -> AsyncIterator[None]:
-    task = asyncio.create_task(rollup_loop(app), name="rollup")
+    stop = asyncio.Event()
+    task = asyncio.create_task(rollup_loop(app, stop), name="rollup")
     yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    # let a pass in progress finish (cancelling it mid-transaction helps no one), within reason
+    budget = app[K.SETTINGS].shutdown_timeout / 2
+    stop.set()
+    app[K.ROLLUP_WAKE].set()
+    try:
+        await asyncio.wait_for(asyncio.shield(task), budget)
+    except TimeoutError:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
     log.info("final rollup before exit")
-    await rollup_pass(app, wait=True)
+    await rollup_pass(app, wait=budget)

@@ -32,6 +32,8 @@ def setup_logging(settings: Settings) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level)
+    # the embedded PostgreSQL narrates every command it runs; its warnings are enough
+    logging.getLogger("pgserver").setLevel(logging.WARNING)
     # aiohttp's access log costs as much as a beacon: only when asked for
     logging.getLogger("aiohttp.access").setLevel(
         logging.INFO if settings.access_log else logging.WARNING

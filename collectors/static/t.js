@@ -6,8 +6,9 @@
   if (!site) return;
   var api = s.getAttribute("data-api") || s.src.replace(/\/t\.js(?:[?#].*)?$/, "");
   var art = s.getAttribute("data-article");
-  var last, first = 1;
+  var first = 1;
   var A = (w.__analytics = { api: api, site: site, hooks: [] });
+  var pt = w.performance && performance.timing;
 
   function meta(name) {
     var m = d.querySelector('meta[name="analytics:' + name + '"]');
@@ -16,8 +17,8 @@
 
   function send() {
     var url = location.href;
-    if (url === last) return;
-    last = url;
+    if (url === A.last) return;
+    A.last = url;
     var article = (first ? art : null) || meta("article");
     var body = { site: site, url: url };
     if (d.referrer && first) body.referrer = d.referrer;
@@ -25,7 +26,7 @@
     if (d.title) body.title = d.title.slice(0, 300);
     first = 0;
     var data = JSON.stringify(body);
-    // a widget on the page may ask for the counters with the same request
+    // a widget on the page may send it with ?counters=1 instead
     for (var i = 0; i < A.hooks.length; i++) if (A.hooks[i](data, body)) return;
     var end = api + "/collect";
     if (!(navigator.sendBeacon && navigator.sendBeacon(end, data)) && w.fetch)
@@ -34,15 +35,16 @@
 
   A.send = send;
   function later() { setTimeout(send, 0); }
+  // not while prerendered; not before DOMContentLoaded, by which a deferred widget has hooked in
+  function start() {
+    var e = d.prerendering ? "prerenderingchange" : pt && pt.domContentLoadedEventStart === 0 && "DOMContentLoaded";
+    e ? d.addEventListener(e, start, { once: true }) : later();
+  }
   var h = w.history;
   ["pushState", "replaceState"].forEach(function (m) {
     var orig = h[m];
     h[m] = function () { var r = orig.apply(this, arguments); later(); return r; };
   });
   w.addEventListener("popstate", later);
-  if (d.visibilityState === "prerender")
-    d.addEventListener("visibilitychange", function v() {
-      if (d.visibilityState !== "prerender") { d.removeEventListener("visibilitychange", v); later(); }
-    });
-  else later();
+  start();
 })(window, document);
