@@ -10,7 +10,7 @@ node, and at least `minimum` replicas, have acknowledged it.
 
 What `WAIT` cannot do: make Redis itself lose nothing. Beacons acknowledged by a primary that dies
 before replicating them are lost from the live counters and from the rollup alike (see
-`deploy/CAPACITY.md`); this only keeps PostgreSQL from counting anything twice.
+`deploy/cluster/README.md`); this only keeps PostgreSQL from counting anything twice.
 """
 
 from __future__ import annotations

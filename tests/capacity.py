@@ -11,8 +11,8 @@ the tests' PostgreSQL (`tests.stores`), and `analytics serve`; then
   comparison on the single Redis the tests use;
 - per shard: `redis-benchmark` runs the counting script itself (`lua/record.lua`, the same 22
   keys and 19 arguments a beacon sends, a new visitor and client address each time, one
-  article) against the primary that serves the site, and Redis reports the script's own CPU
-  time per call (`INFO commandstats`).
+  article), then the widget's read (`lua/read_counters.lua`), against the primary that serves
+  the site, and Redis reports each script's own CPU time per call (`INFO commandstats`).
 
 Needs `wrk` and `redis-benchmark` (Debian: wrk, redis-tools). Every figure is the min, median
 and max of `--rounds` rounds; on a shared 2-core machine they are noisy, and the load generator
@@ -125,9 +125,27 @@ def record_command(prefix: str) -> list[str]:
     return ["EVALSHA", sha, str(len(keys)), *keys, *args]
 
 
-def shard_rate(node: Node, prefix: str, requests: int, rounds: int) -> dict[str, Any]:
-    node.call("SCRIPT", "LOAD", lua("record"))
-    command = record_command(prefix)
+def read_command(prefix: str) -> list[str]:
+    """The widget's read (`lua/read_counters.lua`) as the counters API sends it."""
+    now = time.time()
+    p = Calendar().at(now, ZoneInfo("Asia/Ho_Chi_Minh"))
+    k = SiteKeys(prefix, SITE)
+    keys = [
+        k.day(p.day), k.day(p.yesterday), k.week(p.week), k.week(p.last_week),
+        k.month(p.month), k.month(p.last_month), k.year(p.year), k.total,
+        k.day_visitors(p.day), k.day_visitors(p.yesterday), k.week_visitors(p.week),
+        k.week_visitors(p.last_week), k.month_visitors(p.month),
+        k.month_visitors(p.last_month), k.year_visitors(p.year), k.total_visitors,
+        k.seen, k.marker,
+    ]  # fmt: skip
+    sha = hashlib.sha1(lua("read_counters").encode()).hexdigest()
+    return ["EVALSHA", sha, str(len(keys)), *keys, str(int((now - 300) * 1000))]
+
+
+def shard_rate(
+    node: Node, name: str, command: list[str], requests: int, rounds: int
+) -> dict[str, Any]:
+    node.call("SCRIPT", "LOAD", lua(name))
     rates, usec = [], []
     for _ in range(rounds):
         node.call("CONFIG", "RESETSTAT")
@@ -181,8 +199,13 @@ def main() -> None:
                     print(label, results[label], flush=True)
                 flush_prefix(url, prefix)
             node = cluster.primary_for(SiteKeys(prefix, SITE).total)
-            results["shard"] = shard_rate(node, prefix, opts.requests, opts.rounds)
-            print("shard", results["shard"], flush=True)
+            for name, command in (
+                ("record", record_command(prefix)),  # first: the read then has data to read
+                ("read_counters", read_command(prefix)),
+            ):
+                label = f"shard_{name}"
+                results[label] = shard_rate(node, name, command, opts.requests, opts.rounds)
+                print(label, results[label], flush=True)
         finally:
             cluster.stop()
             shutil.rmtree(tmp, ignore_errors=True)
