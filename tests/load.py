@@ -1,10 +1,11 @@
 """Beacons over real HTTP to running `analytics serve` processes, as many browsers would send
-them, and a tally of what each instance answered: the multi-instance and failover tests and the
-capacity run (`deploy/cluster/capacity.py`) all send through here."""
+them, and a tally of what each instance answered: the multi-instance and failover tests send
+through here. Also the environment and set-up of such instances."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -13,6 +14,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
+
+from tests.conftest import ADMIN_TOKEN
+from tests.processes import Service, clean_env
+from tests.stores import Stores
 
 BROWSER = (
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko)"
@@ -107,3 +112,33 @@ async def send(
             await asyncio.gather(*workers)
     tally.seconds += time.perf_counter() - started
     return tally
+
+
+def services_env(stores: Stores, redis_url: str, prefix: str, **extra: str) -> dict[str, str]:
+    return clean_env(
+        ANALYTICS_REDIS_URL=redis_url,
+        ANALYTICS_DATABASE_URL=stores.database_url,
+        ANALYTICS_REDIS_PREFIX=prefix,
+        ANALYTICS_ADMIN_TOKEN=ADMIN_TOKEN,
+        ANALYTICS_TRUSTED_PROXIES="127.0.0.1",
+        ANALYTICS_ROLLUP_INTERVAL="1",  # both instances roll up all the time, side by side
+        ANALYTICS_ONLINE_WINDOW="3600",  # "online" = everyone this test sent, however slow it runs
+        ANALYTICS_ARTICLE_DEDUP="none",
+        ANALYTICS_SITES_REFRESH="1",
+        **extra,
+    )
+
+
+def add_sites(services: list[Service], sites: tuple[str, ...], timezone: str) -> None:
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"}
+    for site in sites:
+        body = json.dumps({"domains": [], "timezone": timezone}).encode()
+        status, text = services[0].request("PUT", f"/api/v1/sites/{site}", body, **admin)
+        assert status in (200, 201), text
+    # the other instance learns of them by NOTIFY (or its periodic refresh)
+    deadline = time.monotonic() + 30
+    for service in services:
+        for site in sites:
+            while service.request("GET", f"/api/v1/sites/{site}/counters")[0] != 200:
+                assert time.monotonic() < deadline, f"{service.url} never learned of {site}"
+                time.sleep(0.1)

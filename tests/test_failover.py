@@ -27,10 +27,9 @@ import pytest
 
 from aggregations.keys import SiteKeys
 from tests.cluster import LocalCluster, Node, wait_until
-from tests.load import Beacon, Tally, ip_of, noon_zone, send
+from tests.load import Beacon, Tally, add_sites, ip_of, noon_zone, send, services_env
 from tests.processes import Service
 from tests.stores import Stores, sync_redis
-from tests.test_instances import add_sites, services_env
 
 # one site on each primary of the cluster: the middle one's shard fails
 SITES = ("hanoi", "caobang", "backan")

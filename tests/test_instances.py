@@ -13,28 +13,12 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ADMIN_TOKEN
-from tests.load import Beacon, Tally, ip_of, noon_zone, send
-from tests.processes import Service, clean_env
+from tests.load import Beacon, Tally, add_sites, ip_of, noon_zone, send, services_env
+from tests.processes import Service
 from tests.stores import Stores
 
 # their hash tags fall on all three primaries of the test cluster (slots 8576, 15154, 4710, 12902)
 SITES = ("caobang", "backan", "hanoi", "langson")
-
-
-def services_env(stores: Stores, redis_url: str, prefix: str, **extra: str) -> dict[str, str]:
-    return clean_env(
-        ANALYTICS_REDIS_URL=redis_url,
-        ANALYTICS_DATABASE_URL=stores.database_url,
-        ANALYTICS_REDIS_PREFIX=prefix,
-        ANALYTICS_ADMIN_TOKEN=ADMIN_TOKEN,
-        ANALYTICS_TRUSTED_PROXIES="127.0.0.1",
-        ANALYTICS_ROLLUP_INTERVAL="1",  # both instances roll up all the time, side by side
-        ANALYTICS_ONLINE_WINDOW="3600",  # "online" = everyone this test sent, however slow it runs
-        ANALYTICS_ARTICLE_DEDUP="none",
-        ANALYTICS_SITES_REFRESH="1",
-        **extra,
-    )
 
 
 @pytest.fixture
@@ -55,21 +39,6 @@ def instances(
         for service in started:
             if service.process is not None and service.process.poll() is None:
                 service.stop()
-
-
-def add_sites(services: list[Service], sites: tuple[str, ...], timezone: str) -> None:
-    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"}
-    for site in sites:
-        body = json.dumps({"domains": [], "timezone": timezone}).encode()
-        status, text = services[0].request("PUT", f"/api/v1/sites/{site}", body, **admin)
-        assert status in (200, 201), text
-    # the other instance learns of them by NOTIFY (or its periodic refresh)
-    deadline = time.monotonic() + 30
-    for service in services:
-        for site in sites:
-            while service.request("GET", f"/api/v1/sites/{site}/counters")[0] != 200:
-                assert time.monotonic() < deadline, f"{service.url} never learned of {site}"
-                time.sleep(0.1)
 
 
 def counters(service: Service, site: str) -> dict[str, Any]:
