@@ -246,6 +246,8 @@ async def test_period_keys_expire_and_totals_do_not(client, settings):
             if name in lifetime:
                 assert ttl == -1, name
             else:
-                assert ttl > 0, name
+                # -2: gone already (a rate bucket lives seconds of Redis's own clock, and a
+                # loaded machine can take that long between the scan and this read)
+                assert ttl > 0 or ttl == -2, name
     finally:
         await redis.aclose()
