@@ -124,6 +124,12 @@ class SiteKeys:
         return f"{self.base}rl"
 
 
+def rollup_state_key(prefix: str) -> str:
+    """The rollup's shared mark (a hash): `drained_at`, the start of the last pass that applied
+    every site, so any process can tell how far PostgreSQL is behind. One key, not per site."""
+    return f"{prefix}:rollup"
+
+
 def check_prefix(prefix: str) -> str:
     """A key prefix must not carry a hash tag of its own, or sites would share a slot."""
     if not prefix or any(c in prefix for c in "{}: \t\r\n"):

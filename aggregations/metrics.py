@@ -4,6 +4,12 @@ They live at the bottom of the import chain so that every layer can record into 
 creates them on a registry of its choosing (a fresh one per app in tests) and serves `/metrics`.
 No label takes a user-supplied value: routes are the router's names, reasons a closed set, and
 sites (configured by the operator) only on the online-visitors gauge, capped.
+
+These are the instruments a process updates as it works (a counter increment per beacon, nothing
+more). What only Redis knows - the rollup backlog and lag, visitors online per site, Redis memory -
+is read when Prometheus scrapes (`analytics.scrape`), never per beacon. With several worker
+processes, prometheus-client's multiprocess mode keeps each value in a file per process and a
+scrape sums them; each gauge below says how its per-process values combine.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 from enum import StrEnum
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from redis.exceptions import RedisError
 
 NAMESPACE = "analytics"
 FAST_BUCKETS = (
@@ -48,14 +55,19 @@ class Drop(StrEnum):
 
 
 STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx")
-REDIS_OPERATIONS = ("record", "read", "rollup", "rebuild", "baseline", "health")
-POSTGRES_OPERATIONS = ("rollup", "read", "sites", "admin", "health")
+# "record": a beacon request (counting, and the counters a beacon may ask back); "read": the read
+# API; "baseline": the admin API; "metrics": a scrape's reads; "leader": the rollup leader's lock
+REDIS_OPERATIONS = ("record", "read", "rollup", "rebuild", "baseline", "health", "metrics")
+POSTGRES_OPERATIONS = ("rollup", "read", "sites", "admin", "health", "leader")
 ROLLUP_RESULTS = ("ok", "error", "skipped")
 
 
 class Metrics:
     def __init__(
-        self, registry: CollectorRegistry | None = None, routes: tuple[str, ...] = ()
+        self,
+        registry: CollectorRegistry | None = None,
+        routes: tuple[str, ...] = (),
+        version: str = "unknown",
     ) -> None:
         r = registry if registry is not None else CollectorRegistry()
         self.registry = r
@@ -140,4 +152,29 @@ class Metrics:
             "Unix time of the last rollup pass that finished without error.",
             namespace=NAMESPACE,
             registry=r,
+            multiprocess_mode="max",
         )
+        self.rollup_leader = Gauge(
+            "rollup_leader",
+            "1 in the process that currently runs the timed rollup (the leader), else 0.",
+            namespace=NAMESPACE,
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.info = Gauge(
+            "build_info",
+            "Always 1; the label says which version of the service runs.",
+            ["version"],
+            namespace=NAMESPACE,
+            registry=r,
+            multiprocess_mode="max",
+        )
+        self.info.labels(version).set(1)
+
+    def store_error(self, err: BaseException, redis_op: str, postgres_op: str) -> None:
+        """Count a failed store call, by the store that failed (a domain error's cause)."""
+        cause = err.__cause__ if err.__cause__ is not None else err
+        if isinstance(cause, RedisError):
+            self.redis_errors.labels(redis_op).inc()
+        else:
+            self.postgres_errors.labels(postgres_op).inc()

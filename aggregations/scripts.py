@@ -24,6 +24,7 @@ class Scripts:
         self.finish_batch: AsyncScript = redis.register_script(lua("finish_batch"))
         self.merge_rebuild: AsyncScript = redis.register_script(lua("merge_rebuild"))
         self.set_baseline: AsyncScript = redis.register_script(lua("set_baseline"))
+        self.mark_drained: AsyncScript = redis.register_script(lua("mark_drained"))
 
 
 def as_text(value: Any) -> str:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from importlib import metadata
+from pathlib import Path
+
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
@@ -26,19 +29,34 @@ from collectors.beacons import MAX_BODY
 from collectors.handlers import BeaconViews
 
 
+def version() -> str:
+    try:
+        return metadata.version("visitor-analytics")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
 def create_app(
     settings: Settings,
     *,
     clock: Clock | None = None,
     registry: CollectorRegistry | None = None,
+    stores: tuple[str, str] | None = None,
+    multiprocess_dir: Path | None = None,
 ) -> web.Application:
+    """The app. A worker under the supervisor passes the `stores` (Redis and PostgreSQL URLs)
+    that the supervisor resolved or started, and the `multiprocess_dir` of the metrics."""
     app = web.Application(
         middlewares=[metrics_middleware, errors_middleware],
         client_max_size=max(MAX_BODY, 16 * 1024 * 1024),
     )
     app[K.SETTINGS] = settings
     app[K.CLOCK] = clock or SystemClock()
-    app[K.METRICS] = Metrics(registry, ROUTE_NAMES)
+    app[K.METRICS] = Metrics(registry, ROUTE_NAMES, version())
+    if stores is not None:
+        app[K.STORES] = stores
+    if multiprocess_dir is not None:
+        app[K.MULTIPROCESS_DIR] = multiprocess_dir
     app[K.SITES] = SiteCache()
     app[K.BEACONS] = BeaconViews()
     setup_routes(app, app[K.BEACONS], WidgetViews(settings.online_window))

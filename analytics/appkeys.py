@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import asyncpg
 from aiohttp import web
@@ -34,3 +35,6 @@ INTAKE = web.AppKey("intake", Intake)
 ROLLUP = web.AppKey("rollup", Rollup)
 ROLLUP_WAKE = web.AppKey("rollup_wake", asyncio.Event)
 BEACONS = web.AppKey("beacons", BeaconViews)
+# set only in a worker under the supervisor: the stores it started, and the metrics directory
+STORES: web.AppKey[tuple[str, str]] = web.AppKey("stores")
+MULTIPROCESS_DIR = web.AppKey("multiprocess_dir", Path)

@@ -12,9 +12,11 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from aiohttp import web
+from prometheus_client import disable_created_metrics
 
 from aggregations.errors import AnalyticsError
 from analytics import appkeys as K
+from analytics import serving
 from analytics.app import create_app
 from analytics.logs import setup_logging
 from analytics.settings import Settings, SettingsError
@@ -108,17 +110,8 @@ async def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
 
 def serve(settings: Settings) -> int:
     if settings.workers > 1:
-        raise SettingsError("ANALYTICS_WORKERS above 1 is not supported yet")
-    web.run_app(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        shutdown_timeout=settings.shutdown_timeout,
-        access_log=logging.getLogger("aiohttp.access") if settings.access_log else None,
-        print=lambda *_: None,
-        handle_signals=True,
-    )
-    return 0
+        return serving.supervise(settings)
+    return serving.serve_single(settings)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -129,12 +122,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"analytics: {err}", file=sys.stderr)
         return 2
     setup_logging(settings)
+    # `_created` series double a scrape and no dashboard reads them
+    disable_created_metrics()  # type: ignore[no-untyped-call]
     try:
         if args.command == "serve":
-            log.info(
-                "starting (%s)",
-                "embedded Redis and PostgreSQL" if settings.embedded else "configured stores",
-            )
             return serve(settings)
         if args.command == "migrate":
             return asyncio.run(cmd_migrate(settings))
@@ -148,6 +139,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(cmd_import(settings, args))
     except AnalyticsError as err:
         print(f"analytics: {err.detail}", file=sys.stderr)
+        return 2
+    except SettingsError as err:
+        print(f"analytics: {err}", file=sys.stderr)
         return 2
     except (OSError, RuntimeError) as err:
         print(f"analytics: {err}", file=sys.stderr)

@@ -24,7 +24,7 @@ SOCKET_PATH_MAX = 100
 REDIS_OPTIONS = (
     *("--port", "0", "--unixsocketperm", "700", "--save", ""),
     *("--appendonly", "yes", "--appendfsync", "everysec"),
-    *("--maxmemory-policy", "noeviction", "--logfile", "redis.log"),
+    *("--maxmemory-policy", "noeviction"),
 )
 
 
@@ -85,6 +85,8 @@ class EmbeddedRedis:
                 str(self.socket),
                 "--dir",
                 str(self.dir),
+                "--logfile",
+                str(self.dir / "redis.log"),  # absolute: a relative one lands in the cwd
             ],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,

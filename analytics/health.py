@@ -1,11 +1,10 @@
-"""Liveness, readiness, and the Prometheus exposition."""
+"""Liveness and readiness probes (the Prometheus exposition is `analytics.scrape`)."""
 
 from __future__ import annotations
 
 import asyncio
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
 from aggregations.errors import POSTGRES_ERRORS
@@ -46,8 +45,3 @@ async def readyz(request: web.Request) -> web.Response:
         "postgres": "ok" if postgres else "down",
     }
     return private_json(body, status=200 if redis else 503)
-
-
-async def metrics(request: web.Request) -> web.Response:
-    body = generate_latest(request.app[K.METRICS].registry)
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

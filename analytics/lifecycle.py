@@ -2,6 +2,9 @@
 embedded servers -> PostgreSQL pool (migrated) -> Redis client -> sites -> counting -> rollup.
 
 Background loops never die quietly: each failure is logged and counted, and the loop goes on.
+The timed rollup runs only in the process that leads (`analytics.leader`); on shutdown every
+process runs one final pass, bounded by its share of the shutdown timeout, so that what it
+accepted is in PostgreSQL when it exits.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import asyncpg
 from aiohttp import web
 from redis.exceptions import RedisError
 
+from aggregations import stats
 from aggregations.counters import CountingPolicy, RateLimit, Recorder
 from aggregations.errors import POSTGRES_ERRORS
 from aggregations.periods import Calendar
@@ -26,6 +30,7 @@ from aggregations.sites import NOTIFY_CHANNEL, load_sites, make_site, save_site
 from analytics import appkeys as K
 from analytics.db import create_pool, migrate
 from analytics.embedded import EmbeddedPostgres, EmbeddedRedis, runtime_dir
+from analytics.leader import Leadership
 from analytics.settings import Settings
 from analytics.storage import close_redis, open_redis
 from collectors.clients import ClientResolver
@@ -36,8 +41,23 @@ log = logging.getLogger("analytics")
 DEMO_SITE = "demo"
 
 
+def request_grace(settings: Settings) -> float:
+    """Of the shutdown timeout: how long requests in flight may take to finish."""
+    return settings.shutdown_timeout * 0.4
+
+
+def final_rollup_budget(settings: Settings) -> float:
+    """Of the shutdown timeout: how long the final rollup may take (the rest is margin)."""
+    return settings.shutdown_timeout * 0.5
+
+
 async def embedded_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[K.SETTINGS]
+    if K.STORES in app:
+        # a worker under the supervisor: the stores are the supervisor's (embedded or not)
+        app[K.REDIS_URL], app[K.DATABASE_URL] = app[K.STORES]
+        yield
+        return
     if not settings.embedded:
         app[K.REDIS_URL] = settings.redis_url or ""
         app[K.DATABASE_URL] = settings.database_url or ""
@@ -196,6 +216,7 @@ async def announce(app: web.Application) -> None:
 async def rollup_pass(app: web.Application, *, wait: float = 0.0) -> bool:
     """One rollup over the sites table; logs and counts failures instead of raising."""
     metrics = app[K.METRICS]
+    started = app[K.CLOCK].now()
     try:
         await refresh_sites(app)
     except POSTGRES_ERRORS as err:
@@ -224,6 +245,8 @@ async def rollup_pass(app: web.Application, *, wait: float = 0.0) -> bool:
     metrics.rollup_rows.inc(report.rows)
     metrics.rollup_rebuilds.inc(report.rebuilt_sites)
     metrics.rollup_last_success.set(app[K.CLOCK].now())
+    if not report.skipped_sites:
+        await mark_drained(app, started)
     if report.batches or report.rebuilt_sites or report.duplicate_batches:
         log.info(
             "rollup: %d batch(es), %d row(s), %d site(s) rebuilt, %d duplicate(s) skipped,"
@@ -239,9 +262,36 @@ async def rollup_pass(app: web.Application, *, wait: float = 0.0) -> bool:
     return True
 
 
-async def rollup_loop(app: web.Application, stop: asyncio.Event) -> None:
+async def mark_drained(app: web.Application, started: float) -> None:
+    """Tell every process (through Redis) that PostgreSQL holds all counts before `started`."""
+    try:
+        await stats.mark_drained(app[K.SCRIPTS], app[K.SETTINGS].redis_prefix, started)
+    except RedisError as err:
+        app[K.METRICS].redis_errors.labels("rollup").inc()
+        log.warning("rollup: applied, but could not record how far in Redis: %s", err)
+
+
+async def leads(app: web.Application, leadership: Leadership) -> bool:
+    """Whether this process should run the timed rollup now. When PostgreSQL cannot be asked,
+    the process that led last goes on trying, so the outage shows as failed rollups (and ends in
+    a rollup as soon as PostgreSQL is back); the others stay idle."""
+    was_held = leadership.held
+    try:
+        held = await leadership.ensure()
+        run = held
+    except (*POSTGRES_ERRORS, asyncpg.PostgresError) as err:
+        app[K.METRICS].postgres_errors.labels("leader").inc()
+        log.warning("rollup: cannot reach PostgreSQL for the leader lock: %s", err)
+        held, run = False, leadership.last_known
+    if held != was_held:
+        app[K.METRICS].rollup_leader.set(1 if held else 0)
+    return run
+
+
+async def rollup_loop(app: web.Application, leadership: Leadership, stop: asyncio.Event) -> None:
     """Drift-free: passes start at t0 + k * interval (skipping missed ticks), or at once when a
-    beacon finds a site's counters unbuilt. Stops between passes once `stop` is set."""
+    beacon finds a site's counters unbuilt; in the leading process only. Stops between passes
+    once `stop` is set."""
     loop = asyncio.get_running_loop()
     interval = app[K.SETTINGS].rollup_interval
     wake = app[K.ROLLUP_WAKE]
@@ -252,25 +302,46 @@ async def rollup_loop(app: web.Application, stop: asyncio.Event) -> None:
         wake.clear()
         if stop.is_set():
             break
-        await rollup_pass(app)
+        if await leads(app, leadership):
+            await rollup_pass(app)
         now = loop.time()
         while next_at <= now:
             next_at += interval
 
 
+async def final_rollup(app: web.Application, budget: float) -> None:
+    """Every process, leader or not: what it accepted goes to PostgreSQL before it exits."""
+    log.info("final rollup before exit")
+    try:
+        async with asyncio.timeout(budget):
+            await rollup_pass(app, wait=budget)
+    except TimeoutError:
+        app[K.METRICS].rollup_runs.labels("error").inc()
+        log.warning(
+            "final rollup cut short after %.0f s; pending counts stay in Redis for the next start",
+            budget,
+        )
+
+
 async def rollup_ctx(app: web.Application) -> AsyncIterator[None]:
+    leadership = Leadership(app[K.DATABASE_URL])
     stop = asyncio.Event()
-    task = asyncio.create_task(rollup_loop(app, stop), name="rollup")
+    task = asyncio.create_task(rollup_loop(app, leadership, stop), name="rollup")
     yield
-    # let a pass in progress finish (cancelling it mid-transaction helps no one), within reason
-    budget = app[K.SETTINGS].shutdown_timeout / 2
+    # let a pass in progress finish (cancelling it mid-transaction helps no one), within the
+    # final rollup's share of the shutdown timeout, and spend the rest on the final pass
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + final_rollup_budget(app[K.SETTINGS])
     stop.set()
     app[K.ROLLUP_WAKE].set()
     try:
-        await asyncio.wait_for(asyncio.shield(task), budget)
+        await asyncio.wait_for(asyncio.shield(task), deadline - loop.time())
     except TimeoutError:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-    log.info("final rollup before exit")
-    await rollup_pass(app, wait=budget)
+    try:
+        await final_rollup(app, max(1.0, deadline - loop.time()))
+    finally:
+        await leadership.release()
+        app[K.METRICS].rollup_leader.set(0)

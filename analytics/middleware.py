@@ -1,4 +1,8 @@
-"""Edges: every error answered as JSON (unknown routes included), and per-route metrics."""
+"""Edges: every error answered as JSON (unknown routes included), and per-route metrics.
+
+A store that fails is answered 503 and counted once, here, by the operation the route stands
+for (the pixel, which answers every error with its GIF, counts its own).
+"""
 
 from __future__ import annotations
 
@@ -6,10 +10,12 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
+import asyncpg
 import msgspec
 from aiohttp import web
+from redis.exceptions import RedisError
 
-from aggregations.errors import AnalyticsError
+from aggregations.errors import POSTGRES_ERRORS, AnalyticsError, StorageUnavailable
 from analytics import appkeys as K
 
 log = logging.getLogger("analytics.http")
@@ -48,12 +54,33 @@ def error_response(
     )
 
 
+# route name -> (Redis operation, PostgreSQL operation) of the metrics' error counters
+ADMIN_ROUTES = frozenset(("sites", "site", "baseline"))
+STORE_ERRORS = (RedisError, *POSTGRES_ERRORS, asyncpg.PostgresError)
+
+
+def store_operations(route: str) -> tuple[str, str]:
+    if route == "collect":
+        return "record", "read"
+    if route in ADMIN_ROUTES:
+        return "baseline", "admin"
+    return "read", "read"
+
+
 @web.middleware
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    route = request.match_info.route.name or "unmatched"
     try:
         return await handler(request)
+    except StorageUnavailable as err:
+        request.app[K.METRICS].store_error(err, *store_operations(route))
+        return error_response(err.status, err.code, err.detail, err.field)
     except AnalyticsError as err:
         return error_response(err.status, err.code, err.detail, err.field)
+    except STORE_ERRORS as err:
+        request.app[K.METRICS].store_error(err, *store_operations(route))
+        log.warning("%s: a store failed: %s", route, err)
+        return error_response(503, "storage_unavailable", "a store is unavailable; try again")
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -64,7 +91,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
         return error_response(exc.status, code, detail, headers=headers)
     except Exception:
-        log.exception("unhandled error on %s", request.match_info.route.name or "unmatched")
+        log.exception("unhandled error on %s", route)
         return error_response(500, "internal", "the service failed to answer; it is logged")
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from analytics import admin, api, health, pages
+from analytics import admin, api, health, pages, scrape
 from analytics.widget import WidgetViews
 from collectors.handlers import BeaconViews
 
@@ -57,6 +57,6 @@ def setup_routes(app: web.Application, beacons: BeaconViews, widget: WidgetViews
             web.post(SITE + "/baseline", admin.post_baseline, name="baseline"),
             web.get("/healthz", health.healthz, name="healthz"),
             web.get("/readyz", health.readyz, name="readyz"),
-            web.get("/metrics", health.metrics, name="metrics"),
+            web.get("/metrics", scrape.metrics, name="metrics"),
         ]
     )

@@ -50,6 +50,7 @@ class Settings:
     log_format: str = "text"
     log_level: str = "INFO"
     access_log: bool = False
+    metrics_dir: Path | None = None
 
     @property
     def embedded(self) -> bool:
@@ -98,6 +99,7 @@ class Settings:
                 "LOG_LEVEL", _choice("DEBUG", "INFO", "WARNING", "ERROR", upper=True), "INFO"
             ),
             access_log=r.get("ACCESS_LOG", _bool, cls.access_log),
+            metrics_dir=r.get("METRICS_DIR", Path, None),
         )
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from aggregations.errors import AnalyticsError, TooLarge
+from aggregations.errors import AnalyticsError, StorageUnavailable, TooLarge
 from aggregations.reads import Reader
 from aggregations.sites import Site
 from collectors.assets import ScriptAsset
@@ -113,6 +113,8 @@ class BeaconViews:
             try:
                 await self.intake.accept(beacon, sender_of(request, origin))
             except AnalyticsError as err:
+                if isinstance(err, StorageUnavailable):
+                    self.intake.metrics.store_error(err, "record", "read")
                 status, headers["X-Analytics-Error"] = err.status, err.code
         return web.Response(body=PIXEL, status=status, content_type="image/gif", headers=headers)
 

@@ -1,0 +1,65 @@
+"""Logs an operator can read: JSON lines with the process id and an event's fields; no access
+log unless asked; and the access log, when asked, without addresses or query strings."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+
+import pytest
+from aiohttp.test_utils import TestServer
+from prometheus_client import CollectorRegistry
+
+from analytics.app import create_app
+from analytics.logs import ACCESS_LOGGER, FIELDS, AccessLogger, JsonFormatter, access_logger
+from tests.conftest import add_site, send
+
+
+def test_json_lines_carry_the_pid_and_the_fields():
+    record = logging.LogRecord(
+        "analytics", logging.WARNING, __file__, 1, "rollup: %d rows", (3,), None
+    )
+    setattr(record, FIELDS, {"rows": 3, "message": "not overwritten"})
+    entry = json.loads(JsonFormatter().format(record))
+    assert entry["message"] == "rollup: 3 rows"
+    assert entry["level"] == "warning"
+    assert entry["rows"] == 3
+    assert isinstance(entry["pid"], int)
+
+
+async def serve(aiohttp_client, settings, clock):
+    app = create_app(settings, clock=clock, registry=CollectorRegistry())
+    server = TestServer(app)
+    # as `analytics serve` runs it (aiohttp's test server would drop these if given at creation)
+    await server.start_server(access_log_class=AccessLogger, access_log=access_logger(settings))
+    client = await aiohttp_client(server)
+    await add_site(client)
+    return client
+
+
+@pytest.mark.parametrize("enabled", [False, True])
+async def test_access_log_only_when_asked_and_without_addresses(
+    aiohttp_client, settings, clock, caplog, enabled
+):
+    settings = dataclasses.replace(settings, access_log=enabled)
+    client = await serve(aiohttp_client, settings, clock)
+    caplog.set_level(logging.INFO, logger=ACCESS_LOGGER)
+    assert (await send(client, ip="203.0.113.77", article="123")).status == 204
+    pixel = await client.get(
+        "/collect.gif?site=caobang&url=https://caobang.gov.vn/private?token=abc",
+        headers={"X-Forwarded-For": "203.0.113.78"},
+    )
+    assert pixel.status in (200, 204)
+    lines = [r for r in caplog.records if r.name == ACCESS_LOGGER]
+    if not enabled:
+        assert lines == []
+        return
+    assert [r.getMessage().split()[:3] for r in lines[-2:]] == [
+        ["POST", "/collect", "204"],
+        ["GET", "/collect.gif", "200"],
+    ]
+    assert getattr(lines[-1], FIELDS)["route"] == "pixel"
+    text = "\n".join(f"{r.getMessage()} {getattr(r, FIELDS)}" for r in lines)
+    for secret in ("203.0.113.", "127.0.0.1", "token=abc", "Mozilla"):
+        assert secret not in text
