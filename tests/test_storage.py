@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from redis.asyncio.cluster import RedisCluster
 
+from aggregations.stats import memory_of
 from analytics.settings import Settings, SettingsError
 from analytics.storage import is_cluster_url, open_redis, parse_cluster_url
 
@@ -62,5 +63,25 @@ async def test_the_cluster_client_finds_every_primary(redis_cluster):
         assert await redis.ping()
         await redis.initialize()
         assert len(redis.get_primaries()) == 3
+    finally:
+        await redis.aclose()
+
+
+async def test_memory_on_a_cluster_is_the_fullest_primarys(redis_cluster):
+    """`/metrics` shows Redis memory against maxmemory: on a cluster, of the primary nearest its
+    limit (its sites fail first), not of whichever node the client asks by default."""
+    redis = open_redis(redis_cluster)
+    try:
+        assert isinstance(redis, RedisCluster)
+        await redis.initialize()
+        one = redis.get_primaries()[1]
+        await redis.config_set("maxmemory", str(1 << 30), target_nodes=one)
+        try:
+            used, limit = await memory_of(redis)
+            assert limit == 1 << 30
+            assert used is not None
+            assert used > 0
+        finally:
+            await redis.config_set("maxmemory", "0", target_nodes=one)
     finally:
         await redis.aclose()
