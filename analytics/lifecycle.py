@@ -128,33 +128,41 @@ async def refresh_sites(app: web.Application) -> None:
 
 
 async def sites_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Load the sites, then keep them fresh: on NOTIFY from any process, and periodically."""
+    """Load the sites, then keep them fresh: on NOTIFY from any process, and periodically.
+
+    The listener is up before the first load, so a change made while this process starts is
+    either in that load or announced to it.
+    """
+    changed = asyncio.Event()
+    listener = await listen_for_sites(app, changed)
     await refresh_sites(app)
     log.info("%d site(s) configured", len(app[K.SITES]))
-    task = asyncio.create_task(sites_loop(app), name="sites-refresh")
+    task = asyncio.create_task(sites_loop(app, changed, listener), name="sites-refresh")
     yield
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
 
 
-async def sites_loop(app: web.Application) -> None:
+async def listen_for_sites(app: web.Application, changed: asyncio.Event) -> Any:
+    """A connection that sets `changed` on every site change, or None if PostgreSQL is away."""
+    try:
+        listener = await asyncpg.connect(app[K.DATABASE_URL], timeout=5)
+        await listener.add_listener(NOTIFY_CHANNEL, lambda *_: changed.set())
+    except POSTGRES_ERRORS as err:
+        log.warning("sites: cannot listen for changes: %s", err)
+        return None
+    return listener
+
+
+async def sites_loop(app: web.Application, changed: asyncio.Event, listener: Any) -> None:
     interval = app[K.SETTINGS].sites_refresh
-    changed = asyncio.Event()
-    listener: Any = None
-
-    def on_notify(*_: object) -> None:
-        changed.set()
-
     try:
         while True:
             if listener is None or listener.is_closed():
-                try:
-                    listener = await asyncpg.connect(app[K.DATABASE_URL], timeout=5)
-                    await listener.add_listener(NOTIFY_CHANNEL, on_notify)
-                except POSTGRES_ERRORS as err:
-                    listener = None
-                    log.warning("sites: cannot listen for changes: %s", err)
+                listener = await listen_for_sites(app, changed)
+                if listener is not None:
+                    changed.set()  # changes while we were not listening: reload at once
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), interval)
             changed.clear()
@@ -289,9 +297,9 @@ async def leads(app: web.Application, leadership: Leadership) -> bool:
 
 
 async def rollup_loop(app: web.Application, leadership: Leadership, stop: asyncio.Event) -> None:
-    """Drift-free: passes start at t0 + k * interval (skipping missed ticks), or at once when a
-    beacon finds a site's counters unbuilt; in the leading process only. Stops between passes
-    once `stop` is set."""
+    """Drift-free: passes start at t0 + k * interval (skipping missed ticks) in the leading
+    process, or at once in any process when a beacon finds a site's counters unbuilt. Stops
+    between passes once `stop` is set."""
     loop = asyncio.get_running_loop()
     interval = app[K.SETTINGS].rollup_interval
     wake = app[K.ROLLUP_WAKE]
@@ -299,10 +307,13 @@ async def rollup_loop(app: web.Application, leadership: Leadership, stop: asynci
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(wake.wait(), max(0.0, next_at - loop.time()))
+        woken = wake.is_set()
         wake.clear()
         if stop.is_set():
             break
-        if await leads(app, leadership):
+        # a site found unbuilt (Redis lost its data) is rebuilt by whichever process saw it,
+        # leader or not: waiting for the leader's next tick would show wrong totals meanwhile
+        if await leads(app, leadership) or woken:
             await rollup_pass(app)
         now = loop.time()
         while next_at <= now:

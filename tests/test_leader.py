@@ -57,3 +57,40 @@ async def test_a_process_that_does_not_lead_flushes_its_beacons_when_it_stops(
     s = await stored(db)
     assert s["pageviews"] == 5
     assert s["articles"] == {"a": 5}
+
+
+async def test_a_process_that_does_not_lead_rebuilds_a_site_it_finds_unbuilt(
+    aiohttp_client, settings, clock, stores, db
+):
+    """After Redis loses a site's data, the first beacon anywhere brings the rebuild at once,
+    not at the leader's next tick."""
+    import asyncio
+
+    from tests.rollup_helpers import rollup
+    from tests.stores import flush_prefix
+
+    holder = Leadership(stores.database_url)
+    assert await holder.ensure() is True  # another instance leads, with an hourly tick
+    try:
+        settings = dataclasses.replace(settings, rollup_enabled=True, rollup_interval=3600)
+        client = await aiohttp_client(
+            create_app(settings, clock=clock, registry=CollectorRegistry())
+        )
+        await add_site(client)
+        for i in range(3):
+            assert (await send(client, ip=f"203.0.113.{i + 1}")).status == 204
+        await rollup(client.app)
+        assert (await stored(db))["pageviews"] == 3
+        flush_prefix(settings.redis_url, settings.redis_prefix)
+        assert (await send(client, ip="203.0.113.9")).status == 204
+        total = 0
+        for _ in range(200):
+            body = await (await client.get("/api/v1/sites/caobang/counters")).json()
+            total = body["total"]["pageviews"]
+            if total == 4:
+                break
+            await asyncio.sleep(0.05)
+        assert total == 4
+        await client.close()
+    finally:
+        await holder.release()

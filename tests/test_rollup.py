@@ -39,7 +39,9 @@ async def test_rollup_moves_pending_counts_into_postgres(client, db, clock):
     title = await db.fetchval("SELECT title FROM articles WHERE article = '0'")
     assert title == "Tin nóng: lũ quét ở Cao Bằng"
     day = await db.fetchrow("SELECT visitors, hll FROM site_days WHERE site_id = 'caobang'")
-    assert day["visitors"] == 21
+    # what Redis's HyperLogLog said at the rollup (an estimate of the 21 visitors)
+    assert day["visitors"] == before["today"]["visitors"]
+    assert abs(day["visitors"] - 21) <= 1
     assert day["hll"].startswith(b"HYLL")
     # reads show the same numbers after the rollup: nothing counted twice
     after = await (await client.get("/api/v1/sites/caobang/counters")).json()
