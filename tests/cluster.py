@@ -9,6 +9,7 @@ The server binary is the machine's `redis-server` when there is one, else the on
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -202,6 +203,41 @@ class LocalCluster:
 
     def replicas_of(self, primary: Node) -> list[Node]:
         return [self.node(i) for i, (_, _, of) in self.topology().items() if of == primary.id]
+
+    def migrate_slot(
+        self, slot: int, source: Node, target: Node, batch: int = 50, pause: float = 0.0
+    ) -> int:
+        """Move `slot` from `source` to `target` the way resharding does: mark it importing and
+        migrating, MIGRATE its keys in batches (clients meanwhile get ASK and TRYAGAIN), then give
+        the slot to `target` on every primary; `pause` seconds between batches keep the slot
+        half-moved longer. The number of keys moved."""
+        target.call("CLUSTER", "SETSLOT", slot, "IMPORTING", source.id)
+        source.call("CLUSTER", "SETSLOT", slot, "MIGRATING", target.id)
+        moved = 0
+        while keys := source.call("CLUSTER", "GETKEYSINSLOT", slot, batch):
+            assert isinstance(keys, list)
+            source.call("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *keys)
+            moved += len(keys)
+            time.sleep(pause)
+        for node in (target, source):
+            node.call("CLUSTER", "SETSLOT", slot, "NODE", target.id)
+        for node in self.nodes:
+            if node.alive and node not in (source, target):
+                with contextlib.suppress(redis.ResponseError):  # replicas refuse: they follow
+                    node.call("CLUSTER", "SETSLOT", slot, "NODE", target.id)
+        wait_until(
+            f"every node agreeing on slot {slot}", lambda: self._slot_owner_agreed(slot, target)
+        )
+        return moved
+
+    def _slot_owner_agreed(self, slot: int, owner: Node) -> bool:
+        for node in self.nodes:
+            if not node.alive:
+                continue
+            for start, end, primary, *_ in node.call("CLUSTER", "SLOTS"):  # type: ignore[union-attr]
+                if start <= slot <= end and int(primary[1]) != owner.port:
+                    return False
+        return True
 
     def kill(self, node: Node) -> None:
         """SIGKILL: no goodbye, no flush, as when a machine dies."""
