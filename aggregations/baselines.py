@@ -102,7 +102,7 @@ async def baseline_of(conn: Any, site_id: str) -> dict[str, Any]:
         site_id,
     )
     count = await conn.fetchrow(
-        "SELECT count(*) AS n, coalesce(sum(views), 0) AS views, max(imported_at) AS at"
+        "SELECT count(*) AS n, coalesce(sum(views), 0)::bigint AS views, max(imported_at) AS at"
         " FROM article_baselines WHERE site_id = $1",
         site_id,
     )

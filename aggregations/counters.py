@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from enum import IntEnum
 
 from redis.exceptions import RedisError
@@ -50,8 +50,15 @@ class Recorded:
 
 @dataclass(frozen=True, slots=True)
 class RateLimit:
+    """A token bucket: `burst` beacons at once, refilled at `per_minute`. A limit without a burst
+    gets six seconds' worth (at least 1): a bucket of 0 would refuse every beacon."""
+
     per_minute: int  # 0: no limit
     burst: int
+
+    def __post_init__(self) -> None:
+        if self.per_minute > 0 and self.burst < 1:
+            object.__setattr__(self, "burst", max(1, self.per_minute // 10))
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +94,11 @@ def visitor_id(salt: bytes, identity: bytes) -> str:
 
 
 class Salts:
-    """This process's copy of each site's salt for the day; Redis has the authoritative one."""
+    """This process's copy of each site's salt for the day; Redis has the authoritative one.
+
+    A copy is forgotten once its day is two days old, as Redis forgets the salt itself: no salt
+    outlives the 48 h after its day began, in Redis or in memory.
+    """
 
     def __init__(self) -> None:
         self._salts: dict[tuple[str, date], str] = {}
@@ -95,13 +106,21 @@ class Salts:
     def get(self, site: str, day: date) -> str:
         salt = self._salts.get((site, day))
         if salt is None:
-            if len(self._salts) > 10_000:
-                self._salts.clear()
+            self._forget_before(day - timedelta(days=1))
             salt = self._salts[(site, day)] = secrets.token_hex(16)
         return salt
 
     def learn(self, site: str, day: date, salt: str) -> None:
         self._salts[(site, day)] = salt
+
+    def _forget_before(self, day: date) -> None:
+        if len(self._salts) > 10_000:
+            self._salts.clear()
+        for key in [k for k in self._salts if k[1] < day]:
+            del self._salts[key]
+
+    def days(self) -> set[date]:
+        return {day for _, day in self._salts}
 
 
 class Recorder:

@@ -34,6 +34,8 @@ async def json_body(request: web.Request) -> dict[str, Any]:
         body = msgspec.json.decode(await request.read())
     except (msgspec.DecodeError, UnicodeDecodeError) as err:
         raise InvalidInput(f"the body must be JSON: {err}") from err
+    except RecursionError as err:
+        raise InvalidInput("the body nests too deeply") from err
     if not isinstance(body, dict):
         raise InvalidInput("the body must be a JSON object")
     return body

@@ -17,6 +17,7 @@ from typing import Any
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web import BaseRequest, StreamResponse
 
+from analytics import redaction
 from analytics.settings import Settings
 
 ACCESS_LOGGER = "analytics.access"
@@ -93,3 +94,5 @@ def setup_logging(settings: Settings) -> None:
     logging.getLogger(ACCESS_LOGGER).setLevel(
         logging.INFO if settings.access_log else logging.WARNING
     )
+    # and its line for a request it cannot parse names the peer and quotes the request
+    redaction.install()

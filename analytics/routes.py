@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from analytics import admin, api, health, pages, scrape
+from analytics.openapi import OpenApiView
 from analytics.widget import WidgetViews
 from collectors.handlers import BeaconViews
 
@@ -31,6 +32,7 @@ ROUTE_NAMES = (
     "healthz",
     "readyz",
     "metrics",
+    "openapi",
     "unmatched",
 )
 
@@ -58,5 +60,6 @@ def setup_routes(app: web.Application, beacons: BeaconViews, widget: WidgetViews
             web.get("/healthz", health.healthz, name="healthz"),
             web.get("/readyz", health.readyz, name="readyz"),
             web.get("/metrics", scrape.metrics, name="metrics"),
+            web.get("/api/v1/openapi.json", OpenApiView().get, name="openapi"),
         ]
     )

@@ -87,6 +87,8 @@ def parse_body(body: bytes) -> Beacon:
         beacon = _decoder.decode(body)
     except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as err:
         raise decode_error(err) from err
+    except RecursionError as err:  # an ignored field nested thousands deep: msgspec gives up
+        raise InvalidInput("the body nests too deeply to be a beacon") from err
     return validate(beacon)
 
 

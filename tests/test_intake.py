@@ -221,6 +221,11 @@ async def test_forged_forwarded_for_from_untrusted_peer_is_ignored(make_client, 
     body = await (await client.get("/api/v1/sites/caobang/counters")).json()
     # every beacon came from the loopback peer: one visitor, one visit
     assert body["today"] == {"pageviews": 5, "visits": 1, "visitors": 1}
+    # the honest path of the same deployment: another browser there is another visitor
+    firefox = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0"
+    assert (await send(client, ua=firefox)).status == 204
+    body = await (await client.get("/api/v1/sites/caobang/counters")).json()
+    assert body["today"] == {"pageviews": 6, "visits": 2, "visitors": 2}
 
 
 async def test_pixel_counts_and_refusals_still_answer_with_the_gif(client):
