@@ -67,12 +67,18 @@ async def run_replicated(
 ) -> Replicated:
     """Run `script` (all `keys` in one slot), then `WAIT` for the replicas on the same connection.
 
-    With no replica connected and `minimum` 0 this is the plain script call. When the slot moved
+    With no replica connected and `minimum` 0 this is the plain script call; with fewer connected
+    than `minimum`, the script runs unacknowledged at once. When the slot moved
     while the pipeline ran, the `WAIT` may have gone to another connection: not acknowledged.
     """
-    wanted = max(minimum, await connected_replicas(redis, keys[0]))
+    connected = await connected_replicas(redis, keys[0])
+    wanted = max(minimum, connected)
     if wanted == 0:
         return Replicated(await script(keys=keys, args=args), 0, 0)
+    if connected < minimum:
+        # too few replicas to wait for (a shard after a failover): no `WAIT` that would only
+        # time out, site after site; the step runs and nothing may rely on it yet
+        return Replicated(await script(keys=keys, args=args), wanted, 0)
     node = _node(redis, keys[0])
     for _ in range(2):
         # a cluster pipeline refuses `evalsha` by name; `execute_command` sends the same command
