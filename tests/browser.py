@@ -7,6 +7,7 @@ The browser identifies itself as an ordinary desktop Chrome: the service rightly
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -72,6 +73,16 @@ class Browser:
         """What scripts on the page asked for, service address left out."""
         found: list[str] = await page.evaluate("window.__requests")
         return [re.sub(r"https?://[^/]+", "", r) for r in found]
+
+    async def requests_until(self, page: Page, n: int) -> list[str]:
+        """`requests`, once there are at least `n` (a request may start a task after the event
+        that causes it); waits at most 10 s."""
+        for _ in range(400):
+            found = await self.requests(page)
+            if len(found) >= n:
+                return found
+            await asyncio.sleep(0.025)
+        return await self.requests(page)
 
     def _console(self, message: ConsoleMessage) -> None:
         if message.type == "error":

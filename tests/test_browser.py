@@ -328,7 +328,7 @@ async def test_refreshes_every_30_s_while_visible_and_not_while_hidden(
     await page.clock.run_for(25_000)
     assert len(await browser.requests(page)) == 2  # not yet: 26 s and the load since the hook
     await page.clock.run_for(5_000)
-    assert (await browser.requests(page))[2:] == reads
+    assert (await browser.requests_until(page, 4))[2:] == reads
     await expect(page.locator("#stats .an-today dd")).to_have_text("2")
     await expect(page.locator("#views")).to_have_text(str(ARTICLE_1 + 2))
 
@@ -340,10 +340,10 @@ async def test_refreshes_every_30_s_while_visible_and_not_while_hidden(
     assert await page.locator("#stats .an-today dd").inner_text() == "2"
 
     await page.evaluate(HIDE, False)  # back in view, long due: at once
-    assert (await browser.requests(page))[4:] == reads
+    assert (await browser.requests_until(page, 6))[4:] == reads
     await expect(page.locator("#stats .an-today dd")).to_have_text("3")
     await page.clock.run_for(30_000)
-    assert (await browser.requests(page))[6:] == reads
+    assert (await browser.requests_until(page, 8))[6:] == reads
     assert browser.errors == []
 
 
