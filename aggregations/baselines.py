@@ -11,13 +11,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from redis.asyncio import Redis
-
 from aggregations.errors import StorageUnavailable
 from aggregations.keys import SiteKeys
 from aggregations.locks import SiteLock
 from aggregations.periods import Calendar
 from aggregations.rebuild import rebuild_site
+from aggregations.redis_client import RedisClient
 from aggregations.scripts import Scripts
 from aggregations.sites import Site
 
@@ -37,7 +36,7 @@ class Baseline:
 
 
 async def set_baseline(
-    redis: Redis,
+    redis: RedisClient,
     scripts: Scripts,
     conn: Any,
     prefix: str,

@@ -14,7 +14,6 @@ from datetime import date, timedelta
 from enum import IntEnum
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, RedisError
 
 from aggregations.errors import RateLimited, StorageUnavailable
@@ -22,6 +21,7 @@ from aggregations.keys import SiteKeys
 from aggregations.periods import Calendar, Periods
 from aggregations.pipeline import GroupCommit, bulk, bulks
 from aggregations.readcache import ReadCache
+from aggregations.redis_client import RedisClient
 from aggregations.scripts import Scripts, as_text
 from aggregations.sites import Site
 
@@ -144,23 +144,28 @@ class _Command:
     policy_day: bytes  # visit timeout, seen retention, day label
     dedup_cap: bytes  # article dedup flag, articles a day
     limits: bytes
+    plain: tuple[list[Any], list[Any], str, list[Any], list[Any]]  # the same, unencoded, for
+    # a Redis Cluster (no group commit): salt and seen keys, tail keys, site rate key, policy
+    # and day, dedup and cap
     ttl_second: int = -1  # the second `ttls` was encoded for
     ttls: bytes = b""
 
 
 class Recorder:
     """Counts hits into Redis: one run of `lua/record.lua` a hit, sent through the group commit
-    (`aggregations.pipeline`) so that concurrent hits share one write to Redis."""
+    (`aggregations.pipeline`) so that concurrent hits share one write to Redis; on a Redis
+    Cluster (`pipe` None), through redis-py's cluster client, which routes it to the site's
+    node."""
 
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         scripts: Scripts,
         prefix: str,
         policy: CountingPolicy,
         calendar: Calendar | None = None,
         *,
-        pipe: GroupCommit,
+        pipe: GroupCommit | None,
         cache: ReadCache | None = None,
     ) -> None:
         self.redis = redis
@@ -211,6 +216,13 @@ class Recorder:
                 policy_day=bulks([*self._policy_args, periods.day.isoformat()]),
                 dedup_cap=bulks([1 if p.article_dedup else 0, p.max_articles_per_day]),
                 limits=bulks(self._limit_args),
+                plain=(
+                    [k.salt(periods.day), k.seen],
+                    tail,
+                    k.rate_site,
+                    [*self._policy_args, periods.day.isoformat()],
+                    [1 if p.article_dedup else 0, p.max_articles_per_day],
+                ),
             )
         return cached
 
@@ -243,8 +255,38 @@ class Recorder:
             ]
         )
 
-    async def _run(self, command: bytes) -> Any:
+    def _arguments(self, cmd: _Command, periods: Periods, hit: Hit, salt: str) -> list[Any]:
+        """The script's keys and arguments as `_pack` encodes them, for a Redis Cluster, where
+        each site's slot may live on another node and redis-py routes the command."""
+        key = bytes.fromhex(salt)
+        visitor = visitor_id(key, hit.identity)
+        client = visitor_id(key, hit.network)
+        head, tail, rate_site, policy_day, dedup_cap = cmd.plain
+        return [
+            *head,
+            cmd.visit_articles + visitor,
+            *tail,
+            cmd.rate_client + client,
+            rate_site,
+            salt,
+            visitor,
+            int(hit.ts * 1000),
+            *policy_day,
+            hit.article or "",
+            hit.title or "",
+            *dedup_cap,
+            *ttls(periods, hit.ts),
+            *self._limit_args,
+        ]
+
+    async def _run(self, cmd: _Command, periods: Periods, hit: Hit, salt: str) -> Any:
         try:
+            if self.pipe is None:
+                arguments = self._arguments(cmd, periods, hit, salt)
+                return await self.scripts.record(
+                    keys=arguments[:RECORD_KEYS], args=arguments[RECORD_KEYS:]
+                )
+            command = self._pack(cmd, periods, hit, salt)
             try:
                 return await self.pipe.call(command)
             except NoScriptError:
@@ -269,10 +311,10 @@ class Recorder:
         cmd = self._command(site.id, periods)
         for _ in range(3):
             salt = self.salts.get(site.id, periods.day)
-            reply = await self._run(self._pack(cmd, periods, hit, salt))
-            status = reply[0]
+            reply = await self._run(cmd, periods, hit, salt)
+            status = int(reply[0])
             if status == 1:
-                return Recorded(bool(reply[1]), ArticleCount(reply[2]), bool(reply[3]))
+                return Recorded(bool(reply[1]), ArticleCount(int(reply[2])), bool(reply[3]))
             if status == 2:
                 raise RateLimited(f"too many page views from this {as_text(reply[1])}")
             self.salts.learn(site.id, periods.day, as_text(reply[1]))

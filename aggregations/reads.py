@@ -9,11 +9,10 @@ PostgreSQL, overlaid with the days Redis still holds live.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Hashable
+from collections.abc import Awaitable, Hashable, Sequence
 from datetime import date, datetime, timedelta
 from typing import Any, cast
 
-from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, RedisError
 
@@ -22,6 +21,7 @@ from aggregations.keys import SiteKeys
 from aggregations.periods import Calendar, Periods
 from aggregations.pipeline import GroupCommit, bulk, bulks
 from aggregations.readcache import ReadCache
+from aggregations.redis_client import RedisClient
 from aggregations.scripts import Scripts
 from aggregations.sites import Site
 
@@ -53,13 +53,13 @@ class Reader:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         scripts: Scripts,
         prefix: str,
         online_window: float,
         calendar: Calendar | None = None,
         *,
-        pipe: GroupCommit,
+        pipe: GroupCommit | None,
         cache: ReadCache | None = None,
     ) -> None:
         self.redis = redis
@@ -69,14 +69,14 @@ class Reader:
         self.calendar = calendar or Calendar()
         self.pipe = pipe
         self.cache = cache or ReadCache(ttl=0.0)
-        self._counter_commands: dict[tuple[str, date], bytes] = {}
+        self._counter_commands: dict[tuple[str, date], tuple[bytes, list[str]]] = {}
 
     def keys(self, site: Site) -> SiteKeys:
         return SiteKeys(self.prefix, site.id)
 
-    def _counters_command(self, site: Site, p: Periods) -> bytes:
-        """`lua/read_counters.lua` by SHA with its keys, encoded once per site and day; the
-        one argument (online since) follows."""
+    def _counters_command(self, site: Site, p: Periods) -> tuple[bytes, list[str]]:
+        """`lua/read_counters.lua` by SHA with its keys, encoded once per site and day (the one
+        argument, online since, follows), and the keys unencoded."""
         cached = self._counter_commands.get((site.id, p.day))
         if cached is None:
             if len(self._counter_commands) > 10_000:
@@ -90,16 +90,35 @@ class Reader:
                 *(k.month_visitors(p.month), k.month_visitors(p.last_month)),
                 *(k.year_visitors(p.year), k.total_visitors, k.seen, k.marker),
             ]
-            cached = self._counter_commands[(site.id, p.day)] = b"*%d\r\n" % (
-                3 + len(keys) + 1
-            ) + bulks(["EVALSHA", self.scripts.read_counters.sha, len(keys), *keys])
+            head = b"*%d\r\n" % (3 + len(keys) + 1)
+            encoded = head + bulks(["EVALSHA", self.scripts.read_counters.sha, len(keys), *keys])
+            cached = self._counter_commands[(site.id, p.day)] = (encoded, keys)
         return cached
 
     def _read(
-        self, key: Hashable, command: bytes, script: AsyncScript | None = None
+        self,
+        key: Hashable,
+        command: bytes,
+        plain: Sequence[Any],
+        script: AsyncScript | None = None,
     ) -> Awaitable[Any]:
-        """The reply of a read, queued now (so reads queued together go out together)."""
+        """The reply of a read, queued now (so reads queued together go out together); on a
+        Redis Cluster (no group commit), the same command, `plain`, through redis-py."""
+        if self.pipe is None:
+            return self._direct(plain, script)
         return self._await(self.pipe.shared(key, command), command, key, script)
+
+    async def _direct(self, plain: Sequence[Any], script: AsyncScript | None) -> Any:
+        try:
+            try:
+                return await self.redis.execute_command(*plain)
+            except NoScriptError:
+                if script is None:
+                    raise
+                await self.redis.script_load(script.script)
+                return await self.redis.execute_command(*plain)
+        except RedisError as err:
+            raise StorageUnavailable(f"Redis could not be read: {err}") from err
 
     async def _await(
         self, reply: Awaitable[Any], command: bytes, key: Hashable, script: AsyncScript | None
@@ -111,6 +130,7 @@ class Reader:
                 if script is None:
                     raise
                 await self.redis.script_load(script.script)
+                assert self.pipe is not None
                 return await self.pipe.shared(key, command)
         except RedisError as err:
             raise StorageUnavailable(f"Redis could not be read: {err}") from err
@@ -129,9 +149,13 @@ class Reader:
         since = int((now - self.online_window) * 1000)
         # readers of the same site and second share a run; its `online` boundary is the first
         # one's, which differs from the others' by less than the tick they arrived in
-        command = self._counters_command(site, p) + bulk(b"%d" % since)
+        encoded, keys = self._counters_command(site, p)
+        script = self.scripts.read_counters
         reply = await self._read(
-            ("counters", site.id, p.day, since // 1000), command, (self.scripts.read_counters)
+            ("counters", site.id, p.day, since // 1000),
+            encoded + bulk(b"%d" % since),
+            ("EVALSHA", script.sha, len(keys), *keys, since),
+            script,
         )
         result: dict[str, Any] = {
             "site": site.id,
@@ -165,8 +189,13 @@ class Reader:
         head = b"*%d\r\n$7\r\nZMSCORE\r\n" % (2 + len(ids))
         key = (site.id, p.day, *ids)
         # both queued in this tick, then awaited: one write, no extra task (asyncio.gather)
-        totals_read = self._read(("t", *key), head + bulk(k.articles_total.encode()) + members)
-        today_read = self._read(("d", *key), head + bulk(k.articles_day(p.day).encode()) + members)
+        total_key, day_key = k.articles_total, k.articles_day(p.day)
+        totals_read = self._read(
+            ("t", *key), head + bulk(total_key.encode()) + members, ("ZMSCORE", total_key, *ids)
+        )
+        today_read = self._read(
+            ("d", *key), head + bulk(day_key.encode()) + members, ("ZMSCORE", day_key, *ids)
+        )
         totals, today = await totals_read, await today_read
         return [
             {"article": a, "views": score(t), "today": score(d)}
@@ -233,7 +262,7 @@ class Reader:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for d in live_days:
                     pipe.hmget(k.day(d), ["pv", "visits"])
-                    pipe.pfcount(k.day_visitors(d))
+                    pipe.execute_command("PFCOUNT", k.day_visitors(d))  # see redis_client
                 replies = await pipe.execute()
         except RedisError as err:
             raise StorageUnavailable(f"Redis could not be read: {err}") from err

@@ -23,10 +23,9 @@ from collections.abc import Sequence
 from datetime import date, timedelta
 from typing import Any
 
-from redis.asyncio import Redis
-
 from aggregations.keys import SiteKeys
 from aggregations.periods import Calendar, Periods, local_midnight, periods_at
+from aggregations.redis_client import RedisClient
 from aggregations.scripts import Scripts
 from aggregations.sites import Site
 
@@ -47,7 +46,7 @@ def sums(rows: Sequence[Any], start: date, end: date) -> tuple[int, int]:
     return pv, visits
 
 
-async def stage_zset(redis: Redis, key: str, rows: Sequence[Any]) -> None:
+async def stage_zset(redis: RedisClient, key: str, rows: Sequence[Any]) -> None:
     async with redis.pipeline(transaction=False) as pipe:
         pipe.delete(key)
         for i in range(0, len(rows), CHUNK):
@@ -56,7 +55,7 @@ async def stage_zset(redis: Redis, key: str, rows: Sequence[Any]) -> None:
 
 
 async def rebuild_site(
-    redis: Redis,
+    redis: RedisClient,
     scripts: Scripts,
     conn: Any,
     keys: SiteKeys,

@@ -29,6 +29,10 @@ failover) before step 3 committed it. The live counters lose exactly the same in
 
 Before step 1 the site's live counters must be "built" (see `rebuild`): after Redis loses its
 data, the rebuild reads PostgreSQL first, and only then may new pending counts reach it.
+
+Between steps 1 and 3, the move-aside must have reached the replicas (`replication`): otherwise a
+failover to a replica that never saw it would bring the batch's counts back as pending, to be
+applied again. Until they acknowledge, the site's batches wait in Redis for the next pass.
 """
 
 from __future__ import annotations
@@ -41,14 +45,14 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from redis.asyncio import Redis
-
 from aggregations.clock import Clock
 from aggregations.keys import SiteKeys
 from aggregations.locks import SiteLock
 from aggregations.periods import Calendar, month_label, week_label
 from aggregations.readcache import ReadCache
 from aggregations.rebuild import rebuild_site
+from aggregations.redis_client import RedisClient
+from aggregations.replication import WAIT_MS, run_replicated
 from aggregations.scripts import Scripts, as_text
 from aggregations.sites import Site
 
@@ -60,6 +64,10 @@ STEPS = ("moved", "read", "applied", "committed", "finished")
 
 def no_failpoint(step: str) -> None:
     return None
+
+
+class NotReplicated(Exception):
+    """The move-aside did not reach the replicas in time (see `replication`)."""
 
 
 @dataclass
@@ -92,6 +100,7 @@ class RollupReport:
     skipped_sites: int = 0
     rebuilt_sites: int = 0
     duplicate_batches: int = 0
+    unreplicated_sites: int = 0  # the move-aside did not reach the replicas: applied later
     seconds: float = 0.0
 
 
@@ -183,7 +192,7 @@ class Rollup:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         scripts: Scripts,
         pool: Any,
         prefix: str,
@@ -191,6 +200,8 @@ class Rollup:
         *,
         calendar: Calendar | None = None,
         failpoint: Failpoint = no_failpoint,
+        min_replicas: int = 0,
+        replica_wait_ms: int = WAIT_MS,
         cache: ReadCache | None = None,
     ) -> None:
         self.redis = redis
@@ -200,6 +211,8 @@ class Rollup:
         self.clock = clock
         self.calendar = calendar or Calendar()
         self.failpoint = failpoint
+        self.min_replicas = min_replicas
+        self.replica_wait_ms = replica_wait_ms
         self.cache = cache
 
     async def run(self, sites: Iterable[Site], *, wait: float = 0.0) -> RollupReport:
@@ -218,6 +231,13 @@ class Rollup:
         return report
 
     async def _site(self, conn: Any, site: Site, report: RollupReport) -> None:
+        try:
+            await self._site_batches(conn, site, report)
+        except NotReplicated as err:
+            report.unreplicated_sites += 1
+            log.warning("rollup: %s: %s; its batches wait in Redis for the next pass", site.id, err)
+
+    async def _site_batches(self, conn: Any, site: Site, report: RollupReport) -> None:
         keys = SiteKeys(self.prefix, site.id)
         batch_id = uuid.uuid4().hex
         in_flight = await self._move_aside(keys, batch_id)
@@ -241,8 +261,12 @@ class Rollup:
                 report.rows += rows
 
     async def _move_aside(self, keys: SiteKeys, batch_id: str) -> list[str] | None:
-        reply = await self.scripts.move_aside(
-            keys=[
+        """The ids of the batches in flight; None when the site is not built. NotReplicated
+        when the move-aside has not reached the replicas (nothing may be applied yet)."""
+        done = await run_replicated(
+            self.redis,
+            self.scripts.move_aside,
+            [
                 keys.marker,
                 keys.pending,
                 keys.pending_titles,
@@ -250,11 +274,18 @@ class Rollup:
                 keys.batch(batch_id),
                 keys.batch_titles(batch_id),
             ],
-            args=[batch_id],
+            [batch_id],
+            self.min_replicas,
+            self.replica_wait_ms,
         )
-        if reply is None:
+        if done.reply is None:  # not built: the script wrote nothing
             return None
-        return [as_text(x) for x in reply]
+        if not done.ok:
+            raise NotReplicated(
+                f"{done.acknowledged} of {done.wanted} replica(s) acknowledged the move-aside"
+                f" in {self.replica_wait_ms} ms"
+            )
+        return [as_text(x) for x in done.reply]
 
     async def _apply(self, conn: Any, keys: SiteKeys, site: Site, batch_id: str) -> int | None:
         """Apply one batch; the number of rows, or None when it had been applied already."""
@@ -296,7 +327,7 @@ class Rollup:
             periods["total"] = keys.total_visitors
         async with self.redis.pipeline(transaction=False) as pipe:
             for key in (*days.values(), *periods.values()):
-                pipe.pfcount(key)
+                pipe.execute_command("PFCOUNT", key)  # see redis_client
                 pipe.get(key)
             replies = iter(await pipe.execute())
         snapshots = Snapshots()

@@ -5,8 +5,9 @@ from __future__ import annotations
 from importlib import resources
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
+
+from aggregations.redis_client import RedisClient
 
 
 def lua(name: str) -> str:
@@ -16,7 +17,7 @@ def lua(name: str) -> str:
 class Scripts:
     """Every script of the service registered on one Redis client."""
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: RedisClient) -> None:
         self.record: AsyncScript = redis.register_script(lua("record"))
         self.read_counters: AsyncScript = redis.register_script(lua("read_counters"))
         self.move_aside: AsyncScript = redis.register_script(lua("move_aside"))

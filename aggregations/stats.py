@@ -11,9 +11,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from aggregations.keys import SiteKeys, rollup_state_key
+from aggregations.redis_client import RedisClient
 from aggregations.scripts import Scripts, as_text
 from aggregations.sites import Site
 
@@ -46,7 +47,7 @@ async def mark_drained(scripts: Scripts, prefix: str, started: float) -> None:
 
 
 async def store_stats(
-    redis: Redis, prefix: str, sites: Sequence[Site], now: float, online_window: float
+    redis: RedisClient, prefix: str, sites: Sequence[Site], now: float, online_window: float
 ) -> StoreStats:
     """Backlog, lag mark, online visitors of each of `sites`, and Redis memory."""
     stats = StoreStats()
@@ -73,8 +74,23 @@ async def store_stats(
             pipe.hlen(key)
         sizes = await pipe.execute() if batches else []
     stats.backlog_entries += sum(int(n) for n in sizes)
-    stats.memory_used, stats.memory_max = memory(await redis.info("memory"))
+    stats.memory_used, stats.memory_max = await memory_of(redis)
     return stats
+
+
+async def memory_of(redis: RedisClient) -> tuple[int | None, int | None]:
+    """(used, max) bytes of Redis; on a cluster, of the primary nearest its `maxmemory` (the
+    one whose sites will fail first), asked of every primary."""
+    if not isinstance(redis, RedisCluster):
+        return memory(await redis.info("memory"))
+    replies = await redis.info("memory", target_nodes=RedisCluster.PRIMARIES)
+    infos = [replies] if "used_memory" in replies else list(replies.values())
+    return max((memory(info) for info in infos), key=fullness, default=(None, None))
+
+
+def fullness(used_max: tuple[int | None, int | None]) -> float:
+    used, limit = used_max
+    return (used or 0) / limit if limit else (used or 0) / 2**60
 
 
 def memory(info: dict[str, Any]) -> tuple[int | None, int | None]:

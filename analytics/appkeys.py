@@ -7,7 +7,6 @@ from pathlib import Path
 
 import asyncpg
 from aiohttp import web
-from redis.asyncio import Redis
 
 from aggregations.clock import Clock
 from aggregations.counters import Recorder
@@ -15,6 +14,7 @@ from aggregations.metrics import Metrics
 from aggregations.pipeline import GroupCommit
 from aggregations.readcache import ReadCache
 from aggregations.reads import Reader
+from aggregations.redis_client import RedisClient
 from aggregations.rollup import Rollup
 from aggregations.scripts import Scripts
 from aggregations.sites import SiteCache
@@ -27,10 +27,10 @@ CLOCK = web.AppKey("clock", Clock)
 METRICS = web.AppKey("metrics", Metrics)
 REDIS_URL = web.AppKey("redis_url", str)
 DATABASE_URL = web.AppKey("database_url", str)
-REDIS = web.AppKey("redis", Redis)
+REDIS: web.AppKey[RedisClient] = web.AppKey("redis")
 POOL: web.AppKey[asyncpg.Pool] = web.AppKey("pool")
 SCRIPTS = web.AppKey("scripts", Scripts)
-PIPE = web.AppKey("pipe", GroupCommit)
+PIPE: web.AppKey[GroupCommit | None] = web.AppKey("pipe")  # None on a Redis Cluster
 READ_CACHE = web.AppKey("read_cache", ReadCache)
 SITES = web.AppKey("sites", SiteCache)
 RECORDER = web.AppKey("recorder", Recorder)

@@ -25,6 +25,7 @@ from aggregations.errors import POSTGRES_ERRORS
 from aggregations.periods import Calendar
 from aggregations.pipeline import GroupCommit
 from aggregations.reads import Reader
+from aggregations.redis_client import is_cluster
 from aggregations.rollup import Rollup
 from aggregations.scripts import Scripts
 from aggregations.sites import NOTIFY_CHANNEL, load_sites, make_site, save_site
@@ -117,11 +118,14 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
     app[K.REDIS] = redis
     app[K.SCRIPTS] = Scripts(redis)
     await check_eviction(redis)
-    app[K.PIPE] = GroupCommit(app[K.REDIS_URL], timeout=REDIS_TIMEOUT)
+    # the group commit speaks to one server; a cluster client routes each site's commands
+    pipe = None if is_cluster(redis) else GroupCommit(app[K.REDIS_URL], timeout=REDIS_TIMEOUT)
+    app[K.PIPE] = pipe
     try:
         yield
     finally:
-        await app[K.PIPE].aclose()
+        if pipe is not None:
+            await pipe.aclose()
         await close_redis(redis)
 
 
@@ -212,7 +216,14 @@ async def counting_ctx(app: web.Application) -> AsyncIterator[None]:
         on_unbuilt=wake.set,
     )
     app[K.ROLLUP] = Rollup(
-        redis, scripts, app[K.POOL], prefix, app[K.CLOCK], calendar=calendar, cache=cache
+        redis,
+        scripts,
+        app[K.POOL],
+        prefix,
+        app[K.CLOCK],
+        calendar=calendar,
+        min_replicas=settings.rollup_min_replicas,
+        cache=cache,
     )
     app[K.BEACONS].attach(app[K.INTAKE], app[K.READER])
     yield
@@ -260,12 +271,13 @@ async def rollup_pass(app: web.Application, *, wait: float = 0.0) -> bool:
     if report.batches or report.rebuilt_sites or report.duplicate_batches:
         log.info(
             "rollup: %d batch(es), %d row(s), %d site(s) rebuilt, %d duplicate(s) skipped,"
-            " %d site(s) busy elsewhere, %.3f s",
+            " %d site(s) busy elsewhere, %d site(s) waiting for replicas, %.3f s",
             report.batches,
             report.rows,
             report.rebuilt_sites,
             report.duplicate_batches,
             report.skipped_sites,
+            report.unreplicated_sites,
             report.seconds,
         )
     return True

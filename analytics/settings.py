@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from aggregations.keys import DEFAULT_PREFIX, check_prefix
 from analytics.loops import CHOICES
+from analytics.storage import CLUSTER_SCHEMES, is_cluster_url, parse_cluster_url
 from collectors.clients import Network, parse_networks
 
 T = TypeVar("T")
@@ -33,6 +34,7 @@ class Settings:
     admin_token: str | None = field(default=None, repr=False)
     rollup_interval: float = 60.0
     rollup_enabled: bool = True
+    rollup_min_replicas: int = 0
     visit_timeout: float = 1800.0
     online_window: float = 300.0
     trusted_proxies: tuple[Network, ...] = ()
@@ -65,11 +67,14 @@ class Settings:
         return cls(
             host=r.get("HOST", str, cls.host),
             port=r.get("PORT", _port, cls.port),
-            redis_url=r.get("REDIS_URL", _url(("redis", "rediss", "unix", "redis+cluster")), None),
+            redis_url=r.get("REDIS_URL", _redis_url, None),
             database_url=r.get("DATABASE_URL", _url(("postgres", "postgresql")), None),
             admin_token=r.get("ADMIN_TOKEN", _token, None),
             rollup_interval=r.get("ROLLUP_INTERVAL", _positive(float), cls.rollup_interval),
             rollup_enabled=r.get("ROLLUP", _bool, cls.rollup_enabled),
+            rollup_min_replicas=r.get(
+                "ROLLUP_MIN_REPLICAS", _non_negative(int), cls.rollup_min_replicas
+            ),
             visit_timeout=r.get("VISIT_TIMEOUT", _positive(float), cls.visit_timeout),
             online_window=r.get("ONLINE_WINDOW", _positive(float), cls.online_window),
             trusted_proxies=r.get("TRUSTED_PROXIES", _networks, ()),
@@ -153,6 +158,14 @@ def _url(schemes: tuple[str, ...]) -> Callable[[str], str]:
         return raw
 
     return cast
+
+
+def _redis_url(raw: str) -> str:
+    """One server (`redis`, `rediss`, `unix`), or a cluster by its seed nodes (see `storage`)."""
+    url = _url(("redis", "rediss", "unix", *CLUSTER_SCHEMES))(raw)
+    if is_cluster_url(url):
+        parse_cluster_url(url)
+    return url
 
 
 def _token(raw: str) -> str:

@@ -1,8 +1,14 @@
-"""Fixtures: real Redis and PostgreSQL (see `tests.stores`), an injected clock, the app."""
+"""Fixtures: real Redis and PostgreSQL (see `tests.stores`), an injected clock, the app.
+
+A module marked `pytestmark = pytest.mark.cluster` runs each of its tests twice, on the single
+Redis (`[redis]`) and on a real local Redis Cluster (`[cluster]`), started once for the run when
+first needed. When the whole run is on a cluster already (see `tests.stores`), once is enough.
+"""
 
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import datetime
 from typing import Any
@@ -17,7 +23,8 @@ from aggregations.clock import ManualClock
 from analytics.app import create_app
 from analytics.settings import Settings
 from collectors.clients import parse_networks
-from tests.stores import Stores, flush_prefix, test_stores
+from tests.cluster import LocalCluster
+from tests.stores import Stores, cluster_wanted, flush_prefix, test_stores
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
 VN = ZoneInfo("Asia/Ho_Chi_Minh")
@@ -39,6 +46,36 @@ def stores() -> Iterator[Stores]:
         yield found
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    marked = metafunc.definition.get_closest_marker("cluster") is not None
+    on_cluster_already = bool(os.environ.get("ANALYTICS_TEST_REDIS_URL")) or cluster_wanted()
+    if marked and "redis_url" in metafunc.fixturenames and not on_cluster_already:
+        metafunc.parametrize("redis_url", ["redis", "cluster"], indirect=True)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(stores: Stores, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The URL of a real Redis Cluster shared by the run: the run's own, or one started now."""
+    if stores.cluster is not None:
+        yield stores.cluster.url
+        return
+    cluster = LocalCluster(tmp_path_factory.mktemp("cluster")).start()
+    try:
+        yield cluster.url
+    finally:
+        flush_prefix(cluster.url, f"t{stores.run_id}")
+        cluster.stop()
+
+
+@pytest.fixture
+def redis_url(request: pytest.FixtureRequest, stores: Stores) -> str:
+    """The Redis this test counts into: the run's, or (parametrized `cluster`) the cluster."""
+    if getattr(request, "param", "redis") == "cluster":
+        url: str = request.getfixturevalue("redis_cluster")
+        return url
+    return stores.redis_url
+
+
 @pytest.fixture
 async def db(stores: Stores) -> AsyncIterator[asyncpg.Connection]:
     """A connection to the run's database, emptied for this test."""
@@ -51,17 +88,17 @@ async def db(stores: Stores) -> AsyncIterator[asyncpg.Connection]:
 
 
 @pytest.fixture
-def prefix(stores: Stores) -> Iterator[str]:
+def prefix(stores: Stores, redis_url: str) -> Iterator[str]:
     """This test's own Redis key space."""
     value = f"t{stores.run_id}n{next(_counter)}"
     yield value
-    flush_prefix(stores.redis_url, value)
+    flush_prefix(redis_url, value)
 
 
 @pytest.fixture
-def settings(stores: Stores, prefix: str, db: asyncpg.Connection) -> Settings:
+def settings(stores: Stores, redis_url: str, prefix: str, db: asyncpg.Connection) -> Settings:
     return Settings(
-        redis_url=stores.redis_url,
+        redis_url=redis_url,
         database_url=stores.database_url,
         redis_prefix=prefix,
         admin_token=ADMIN_TOKEN,

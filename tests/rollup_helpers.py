@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from redis.asyncio import Redis
-
 from aggregations.keys import SiteKeys
+from aggregations.redis_client import RedisClient
 from analytics import appkeys as K
 
 
@@ -43,7 +42,7 @@ async def stored(db: Any, site: str = "caobang") -> dict[str, Any]:
 async def pending(app: Any, site: str = "caobang") -> dict[str, int]:
     """What Redis holds that PostgreSQL has not applied: the pending hash and the batches in
     flight whose id is not in the ledger (a crash after commit leaves an applied one behind)."""
-    redis: Redis = app[K.REDIS]
+    redis: RedisClient = app[K.REDIS]
     keys = SiteKeys(app[K.SETTINGS].redis_prefix, site)
     in_flight = [b.decode() for b in await redis.smembers(keys.batches)]
     applied = {

@@ -7,10 +7,13 @@ import dataclasses
 from datetime import date
 from zoneinfo import ZoneInfo
 
-from redis.asyncio import Redis
+import pytest
 
 from aggregations.keys import SiteKeys
+from analytics.storage import open_redis
 from tests.conftest import add_site, at, send
+
+pytestmark = pytest.mark.cluster
 
 
 async def counters(client):
@@ -93,7 +96,7 @@ async def test_midnight_starts_new_visit_and_new_visitor(client, clock):
 
 async def test_day_salt_is_random_and_gone_after_48_hours(client, clock, settings):
     await send(client)
-    redis = Redis.from_url(settings.redis_url)
+    redis = open_redis(settings.redis_url)
     keys = SiteKeys(settings.redis_prefix, "caobang")
     day = clock.now()
     try:
@@ -230,7 +233,7 @@ async def test_collect_with_counters_returns_numbers_including_this_view(client)
 
 async def test_period_keys_expire_and_totals_do_not(client, settings):
     await send(client, article="9")
-    redis = Redis.from_url(settings.redis_url)
+    redis = open_redis(settings.redis_url)
     keys = SiteKeys(settings.redis_prefix, "caobang")
     try:
         found = [k async for k in redis.scan_iter(match=keys.base + "*")]
@@ -243,6 +246,8 @@ async def test_period_keys_expire_and_totals_do_not(client, settings):
             if name in lifetime:
                 assert ttl == -1, name
             else:
-                assert ttl > 0, name
+                # -2: gone already (a rate bucket lives seconds of Redis's own clock, and a
+                # loaded machine can take that long between the scan and this read)
+                assert ttl > 0 or ttl == -2, name
     finally:
         await redis.aclose()

@@ -33,6 +33,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 from prometheus_client import CollectorRegistry
+from redis.cluster import RedisCluster
 from schemathesis import GenerationMode
 from schemathesis.checks import (
     content_type_conformance,
@@ -51,6 +52,7 @@ from collectors.beacons import MAX_BODY, MAX_TITLE, MAX_URL
 from collectors.clients import parse_networks
 from tests.abuse_helpers import pageviews
 from tests.conftest import ADMIN_TOKEN, BROWSER, add_site, at
+from tests.stores import sync_redis
 
 EXAMPLES = int(os.environ.get("ANALYTICS_FUZZ_EXAMPLES", "12"))
 HEADERS = {"User-Agent": BROWSER, "Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -132,7 +134,7 @@ def named_site(case: Any) -> str | None:
     return site if isinstance(site, str) and "{" not in site and "}" not in site else None
 
 
-def pageviews_of(client: redis.Redis, prefix: str, sites: set[str]) -> int:
+def pageviews_of(client: redis.Redis | RedisCluster, prefix: str, sites: set[str]) -> int:
     """The sites' lifetime page views, straight from Redis."""
     return sum(int(client.hget(f"{prefix}:{{{s}}}:t", "pv") or 0) for s in sites)
 
@@ -169,7 +171,7 @@ def fuzz(operation: Any, mode: GenerationMode, live: LiveApp, stores: Any, prefi
             else:
                 assert counted == 0, f"a {response.status_code} counted a page view"
 
-    store = redis.Redis.from_url(stores.redis_url)
+    store = sync_redis(stores.redis_url)
     try:
         run()
     finally:

@@ -155,3 +155,29 @@ async def test_the_counting_script_is_loaded_again_when_redis_lost_it(client):
     )
     assert recorded.new_visit
     assert (await app[K.REDIS].script_exists(scripts.record.sha))[0]
+
+
+async def test_without_the_group_commit_hits_and_reads_go_through_redis_py(client):
+    """On a Redis Cluster there is no group commit (`pipe` None): the recorder and the reader
+    send the same commands through redis-py's client, which routes them to the site's node."""
+    from aggregations.counters import Hit, Recorder
+    from aggregations.reads import Reader
+    from analytics import appkeys as K
+    from tests.conftest import at
+
+    app = client.app
+    prefix = app[K.SETTINGS].redis_prefix
+    recorder = Recorder(app[K.REDIS], app[K.SCRIPTS], prefix, app[K.RECORDER].policy, pipe=None)
+    reader = Reader(app[K.REDIS], app[K.SCRIPTS], prefix, 300.0, pipe=None)
+    site = app[K.SITES].get("caobang")
+    now = at("2026-11-27 10:00:00")
+    for n in range(3):
+        hit = Hit(site=site, identity=b"v%d" % n, network=b"n%d" % n, ts=now, article="9")
+        assert (await recorder.record(hit)).new_visit
+    counters = await reader.counters(site, now)
+    assert counters["today"]["pageviews"] == 3
+    assert counters["online"] == 3
+    assert await reader.articles(site, ["9", "10"], now) == [
+        {"article": "9", "views": 3, "today": 3},
+        {"article": "10", "views": 0, "today": 0},
+    ]

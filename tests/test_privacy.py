@@ -25,7 +25,6 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import asyncpg
-import redis
 
 from aggregations.counters import Salts
 from aggregations.keys import SiteKeys
@@ -33,6 +32,7 @@ from analytics import appkeys as K
 from collectors.screening import is_bot
 from tests.conftest import BROWSER, add_site, at, send
 from tests.processes import Service, clean_env
+from tests.stores import sync_redis
 
 TOKEN = "privacy-admin-token-" + secrets.token_hex(8)
 LONDON = ZoneInfo("Europe/London")
@@ -178,7 +178,7 @@ def exercise(service: Service, m: Marks) -> None:
 def redis_dump(url: str, prefix: str) -> dict[bytes, bytes]:
     """Every key under `prefix` with everything it holds, read by type (sound: DUMP's format may
     compress values, so a search in it alone could miss what it holds) and its DUMP."""
-    client = redis.Redis.from_url(url)
+    client = sync_redis(url)
     try:
         found: dict[bytes, bytes] = {}
         for key in client.scan_iter(match=f"{prefix}:*", count=1000):
@@ -270,7 +270,7 @@ async def test_what_identifies_a_visitor_expires(client, settings):
     """The salt, the recent-visitor set, a visit's articles and the rate buckets all expire:
     nothing derived from a visitor is kept without a time limit."""
     await send(client, article="1")
-    r = redis.Redis.from_url(settings.redis_url)
+    r = sync_redis(settings.redis_url)
     try:
         keys = [k.decode() for k in r.scan_iter(match=f"{settings.redis_prefix}:*")]
         kinds = (":salt:", ":seen", ":va:", ":rl")
@@ -288,7 +288,7 @@ async def test_the_salt_rotates_at_the_sites_local_midnight(client, clock, setti
     """A London site: its salt (and so every visitor id) changes at midnight in London, not in
     Hanoi; each salt lives until 48 h after its London day began."""
     await add_site(client, "london", domains=[], timezone="Europe/London")
-    r = redis.Redis.from_url(settings.redis_url)
+    r = sync_redis(settings.redis_url)
     keys = SiteKeys(settings.redis_prefix, "london")
     url = "https://example.co.uk/"
     try:

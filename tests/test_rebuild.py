@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
+
 from analytics import appkeys as K
 from tests.conftest import ADMIN_TOKEN, at, send
 from tests.rollup_helpers import pending, rollup, stored
 from tests.stores import flush_prefix
+
+pytestmark = pytest.mark.cluster
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 

@@ -13,6 +13,8 @@ from analytics import appkeys as K
 from tests.conftest import at, send
 from tests.rollup_helpers import Crash, crash_at, pending, rollup, stored
 
+pytestmark = pytest.mark.cluster
+
 
 async def beacons(client, n, *, start=0, article_every=1):
     for i in range(start, start + n):
@@ -233,3 +235,25 @@ async def test_a_large_batch_goes_through_copy_and_adds_to_what_is_stored(client
     assert len(found["article_days"]) == n
     assert found["article_days"] == {tuple(k.split("|")): 2 * v for k, v in fields.items()}
     assert sum(found["articles"].values()) == 2 * sum(fields.values())
+
+
+async def test_nothing_is_applied_before_the_replicas_have_the_move_aside(client, db):
+    """A batch is applied only once its move-aside is on the replicas: asked for more replicas
+    than exist, the rollup leaves it in Redis; the next pass applies it with the new one."""
+    await beacons(client, 6)
+    app = client.app
+    strict = Rollup(
+        app[K.REDIS], app[K.SCRIPTS], app[K.POOL], app[K.SETTINGS].redis_prefix, app[K.CLOCK],
+        min_replicas=5, replica_wait_ms=50,
+    )  # fmt: skip
+    report = await strict.run(app[K.SITES].all())
+    assert report.unreplicated_sites == 1
+    assert report.batches == 0
+    assert (await stored(db))["pageviews"] == 0
+    assert (await pending(app))["#pv"] == 6  # moved aside, still in Redis
+    await beacons(client, 2, start=6)
+    report = await rollup(app)  # every connected replica (none, or the cluster's one)
+    assert report.unreplicated_sites == 0
+    assert report.batches == 2  # the batch left in flight, and the new one
+    assert (await stored(db))["pageviews"] == 8
+    assert await pending(app) == {}

@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import itertools
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -15,6 +16,8 @@ from analytics import appkeys as K
 from tests.conftest import TABLES, add_site, send
 from tests.rollup_helpers import Crash, crash_at, pending, rollup, stored
 from tests.stores import flush_prefix
+
+pytestmark = pytest.mark.cluster
 
 beacon = st.tuples(st.just("beacon"), st.integers(0, 5), st.sampled_from([None, "a", "b", "c"]))
 tick = st.tuples(st.just("tick"), st.integers(1, 6 * 3600))
