@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
-from collections.abc import Mapping
 
 CHOICES = ("auto", "uvloop", "asyncio")
 
 
-def loop_kind(env: Mapping[str, str]) -> str:
-    """`uvloop` or `asyncio`, from the environment as `analytics serve` reads it."""
-    wanted = (env.get("ANALYTICS_EVENT_LOOP") or "auto").strip().lower()
+def loop_kind(wanted: str) -> str:
+    """`uvloop` or `asyncio`, for the setting `auto`, `uvloop` or `asyncio`."""
+    wanted = (wanted or "auto").strip().lower()
     if wanted == "auto":
         return "uvloop" if importlib.util.find_spec("uvloop") is not None else "asyncio"
     return wanted
@@ -26,5 +25,6 @@ def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
     if kind == "uvloop":
         import uvloop
 
-        return uvloop.new_event_loop()
+        loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+        return loop
     return asyncio.new_event_loop()

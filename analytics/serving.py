@@ -138,7 +138,7 @@ def run_app(
     stopper: Stopper | None = None,
     ready_message: str | None = None,
 ) -> None:
-    kind = loop_kind({"ANALYTICS_EVENT_LOOP": settings.event_loop})
+    kind = loop_kind(settings.event_loop)
     with asyncio.Runner(loop_factory=lambda: new_event_loop(kind)) as runner:
         runner.run(serve_until_stopped(app, settings, sock, stopper or Stopper(), ready_message))
 

@@ -87,7 +87,7 @@ class Rounds:
 
 def loop_kind(wanted: str) -> str:
     """The event loop `analytics serve` will run on, so that the bare app runs on the same."""
-    return loops.loop_kind({"ANALYTICS_EVENT_LOOP": wanted})
+    return loops.loop_kind(wanted)
 
 
 def cpu_model() -> str:
