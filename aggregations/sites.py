@@ -155,18 +155,38 @@ async def save_site(conn: Any, site: Site) -> bool:
 
 
 class SiteCache:
-    """The sites this process knows, by id. Replaced wholesale on reload."""
+    """The sites this process knows, by id. Replaced wholesale on reload.
+
+    A reload reads a snapshot of the table; a site this process saved (`put`) while that read was
+    under way may be missing from it, so `replace` keeps such newer puts instead of regressing.
+    """
 
     def __init__(self, sites: Iterable[Site] = ()) -> None:
         self._sites: dict[str, Site] = {s.id: s for s in sites}
+        self._generation = 0
+        self._puts: list[tuple[int, Site]] = []  # puts not yet seen by a completed reload
+
+    @property
+    def generation(self) -> int:
+        """Take it before reading the table; hand it to `replace` with what was read."""
+        return self._generation
 
     def get(self, site_id: str) -> Site | None:
         return self._sites.get(site_id)
 
-    def replace(self, sites: Iterable[Site]) -> None:
-        self._sites = {s.id: s for s in sites}
+    def replace(self, sites: Iterable[Site], read_from: int | None = None) -> None:
+        fresh = {s.id: s for s in sites}
+        if read_from is not None:
+            self._puts = [(g, site) for g, site in self._puts if g > read_from]
+            for _, site in self._puts:
+                fresh[site.id] = site
+        else:
+            self._puts = []
+        self._sites = fresh
 
     def put(self, site: Site) -> None:
+        self._generation += 1
+        self._puts.append((self._generation, site))
         self._sites = {**self._sites, site.id: site}
 
     def all(self) -> list[Site]:

@@ -130,8 +130,10 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def refresh_sites(app: web.Application) -> None:
+    cache = app[K.SITES]
+    read_from = cache.generation
     async with app[K.POOL].acquire() as conn:
-        app[K.SITES].replace(await load_sites(conn))
+        cache.replace(await load_sites(conn), read_from)
 
 
 async def sites_ctx(app: web.Application) -> AsyncIterator[None]:
