@@ -22,7 +22,7 @@ from pathlib import Path
 import redis
 from redis.crc import key_slot
 
-from tests.processes import free_port
+from tests.processes import free_cluster_port
 
 SLOTS = 16384
 READY_TIMEOUT = 60.0
@@ -110,9 +110,7 @@ class LocalCluster:
     def _ports(self, count: int) -> list[int]:
         ports: set[int] = set()
         while len(ports) < count:
-            port = free_port()
-            if port + 10000 < 65536:  # the cluster bus listens on port + 10000
-                ports.add(port)
+            ports.add(free_cluster_port())
         return sorted(ports)
 
     def _spawn(self, node: Node) -> None:

@@ -23,6 +23,14 @@ def free_port() -> int:
         return port
 
 
+def free_cluster_port() -> int:
+    """A free port for a Redis Cluster node: its bus listens on port + 10000, which must exist."""
+    while True:
+        port = free_port()
+        if port + 10000 < 65536:
+            return port
+
+
 def clean_env(**extra: str) -> dict[str, str]:
     """The environment without any ANALYTICS_* setting of the caller, plus `extra`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ANALYTICS_")}

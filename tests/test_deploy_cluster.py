@@ -18,7 +18,7 @@ from aggregations.scripts import as_text
 from analytics.settings import Settings
 from analytics.storage import parse_cluster_url
 from tests.cluster import server_binary
-from tests.processes import free_port
+from tests.processes import free_cluster_port
 from tests.test_deploy import README_VARIABLES, env_file, yaml_documents
 
 CLUSTER = Path(__file__).resolve().parent.parent / "deploy" / "cluster"
@@ -66,7 +66,7 @@ def test_the_instances_environment_is_accepted_and_documented():
 
 
 def test_a_real_redis_server_starts_in_cluster_mode_with_the_node_config(tmp_path):
-    port = free_port()
+    port = free_cluster_port()
     process = subprocess.Popen(
         [server_binary(), str(CLUSTER / "redis-node.conf"),
          "--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp_path)],
