@@ -7,8 +7,11 @@ first needed. When the whole run is on a cluster already (see `tests.stores`), o
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
+import sys
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import datetime
 from typing import Any
@@ -177,3 +180,42 @@ async def send(
             **(headers or {}),
         },
     )
+
+
+# A test whose teardown hangs (a task that ignores its cancellation keeps the event loop from
+# closing) says which task it is, instead of hanging the suite in silence.
+TEARDOWN_WATCHDOG = float(os.environ.get("ANALYTICS_TEST_TEARDOWN_WATCHDOG", "120"))
+_loops: dict[str, asyncio.AbstractEventLoop] = {}
+
+
+@pytest.fixture(autouse=True)
+async def _remember_loop(request: pytest.FixtureRequest) -> None:
+    _loops[request.node.nodeid] = asyncio.get_running_loop()
+
+
+def _dump_tasks(nodeid: str) -> None:
+    loop = _loops.get(nodeid)
+    print(
+        f"\n!!! teardown of {nodeid} still running after {TEARDOWN_WATCHDOG:.0f} s", file=sys.stderr
+    )
+    if loop is None or loop.is_closed():
+        return
+
+    def dump() -> None:
+        for task in asyncio.all_tasks(loop):
+            print(f"--- pending: {task!r}", file=sys.stderr)
+            task.print_stack(file=sys.stderr)
+
+    loop.call_soon_threadsafe(dump)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Any:
+    timer = threading.Timer(TEARDOWN_WATCHDOG, _dump_tasks, (item.nodeid,))
+    timer.daemon = True
+    timer.start()
+    try:
+        return (yield)
+    finally:
+        timer.cancel()
+        _loops.pop(item.nodeid, None)
