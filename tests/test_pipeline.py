@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from urllib.parse import urlsplit
 
 import pytest
 from redis.exceptions import ConnectionError, NoScriptError, ResponseError, TimeoutError
 
 from aggregations.pipeline import GroupCommit, bulks, pack
-from tests.proxy import Proxy
+from tests.proxy import redis_proxy
 from tests.stores import Stores
 
 
@@ -59,10 +58,8 @@ async def test_an_unknown_script_is_noscript(pipe):
 
 
 async def test_a_lost_connection_fails_what_waits_then_reconnects(stores, prefix):
-    target = urlsplit(stores.redis_url)
-    proxy = Proxy(target.hostname or "127.0.0.1", target.port or 6379)
-    await proxy.start()
-    pipe = GroupCommit(f"redis://127.0.0.1:{proxy.port}{target.path}", timeout=2.0)
+    proxy, url = await redis_proxy(stores.redis_url)
+    pipe = GroupCommit(url, timeout=2.0)
     try:
         assert await pipe.execute(pack(b"PING")) == b"PONG"
         blocked = pipe.call(pack(b"BLPOP", f"{prefix}:{{p}}:never".encode(), b"0"))

@@ -179,14 +179,9 @@ async def test_postgres_unreachable_beacons_go_on_and_nothing_is_lost(
     make_client, settings, stores, db
 ):
     from tests.conftest import add_site
-    from tests.proxy import Proxy
-    from tests.stores import with_database
+    from tests.proxy import postgres_proxy
 
-    pg_host, pg_port = "127.0.0.1", 5432
-    proxy = Proxy(pg_host, pg_port)
-    await proxy.start()
-    dsn = stores.database_url.replace(f"{pg_host}:{pg_port}", f"{pg_host}:{proxy.port}")
-    assert dsn != stores.database_url or "host=" in stores.database_url
+    proxy, dsn = await postgres_proxy(stores.database_url)
     client = await make_client(settings=dataclasses.replace(settings, database_url=dsn))
     await add_site(client)
     await beacons(client, 10)
@@ -212,7 +207,6 @@ async def test_postgres_unreachable_beacons_go_on_and_nothing_is_lost(
     s = await stored(db)
     assert s["pageviews"] == 20
     assert sum(s["articles"].values()) == 20
-    del with_database
 
 
 async def test_a_large_batch_goes_through_copy_and_adds_to_what_is_stored(client, db):

@@ -6,7 +6,7 @@ import asyncio
 import dataclasses
 
 from tests.conftest import add_site, send
-from tests.proxy import Proxy
+from tests.proxy import postgres_proxy
 from tests.rollup_helpers import stored
 
 
@@ -28,9 +28,7 @@ async def runs(client, result):
 
 
 async def test_the_loop_survives_postgres_outages_and_catches_up(make_client, settings, stores, db):
-    proxy = Proxy("127.0.0.1", 5432)
-    await proxy.start()
-    dsn = stores.database_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
+    proxy, dsn = await postgres_proxy(stores.database_url)
     client = await make_client(
         settings=dataclasses.replace(
             settings, database_url=dsn, rollup_enabled=True, rollup_interval=0.1
