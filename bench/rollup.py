@@ -4,7 +4,8 @@ Fills a site's pending hash the way `lua/record.lua` does ("YYYY-MM-DD|<article>
 "YYYY-MM-DD|#pv" / "#visits"; titles in the pending titles hash), spread over a few days, then
 times one `Rollup.run` and prints rows a second, the share of that time spent waiting on
 PostgreSQL (every call on the rollup's connection, commit included), and the Redis memory a
-pending article-day takes. Checks that PostgreSQL got every view.
+pending article-day takes. Checks that PostgreSQL got every view. The baseline, measured in the
+same run: PostgreSQL alone writing the same article-days into an empty table of the same shape.
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ def label_of(name: str, args: tuple[Any, ...]) -> str:
         words = args[0].split()
         if words[:2] == ["INSERT", "INTO"]:
             return "upsert " + words[2]
+        if words[:2] == ["MERGE", "INTO"]:
+            return "merge " + words[2]
         return " ".join(words[:2])
     return name
 
@@ -134,6 +137,18 @@ async def fill(redis: Redis, keys: SiteKeys, fields: dict[str, int], articles: i
         await redis.hset(keys.pending_titles, mapping=dict(titles[i : i + CHUNK]))
 
 
+async def floor(conn: asyncpg.Connection) -> float:
+    """The same-run baseline: seconds PostgreSQL alone takes to write the rolled-up article-days
+    again, in key order, into an empty table of the same shape (no client, no Redis, no join)."""
+    await conn.execute("CREATE TABLE bench_floor (LIKE article_days INCLUDING ALL)")
+    await conn.execute("SET work_mem = '128MB'")  # as the rollup's MERGE has
+    started = time.perf_counter()
+    await conn.execute(
+        "INSERT INTO bench_floor SELECT * FROM article_days ORDER BY site_id, day, article"
+    )
+    return time.perf_counter() - started
+
+
 async def run(rows: int, days: int) -> None:
     async with async_bench_stores("rollup") as stores:
         pool = await asyncpg.create_pool(stores.database_url, min_size=1, max_size=2)
@@ -164,21 +179,34 @@ async def run(rows: int, days: int) -> None:
                     " WHERE site_id = $1",
                     SITE,
                 )
+                article_rows, article_views, titled = await conn.fetchrow(
+                    "SELECT count(*), coalesce(sum(views), 0)::bigint, count(title) FROM articles"
+                    " WHERE site_id = $1",
+                    SITE,
+                )
+                floor_seconds = await floor(conn)
         finally:
             await redis.aclose()
             await pool.close()
     ok = stored_rows == len(fields) - 2 * days and stored_views == views
+    articles_ok = article_rows == titled == articles and article_views == views
     print(f"rollup of {rows} pending article-day counts ({days} days x {articles} articles):")
     print(
         f"  {report.rows} rows in {seconds:.2f} s: {report.rows / seconds:,.0f} rows/s"
         f" (target >= 100,000); PostgreSQL {100 * watch.seconds / seconds:.0f}% of the time"
         f" ({watch.seconds:.2f} s)"
     )
+    print(
+        f"  baseline, same run: PostgreSQL copies those article-days into an empty table in"
+        f" {floor_seconds:.2f} s ({stored_rows / floor_seconds:,.0f} rows/s); rollup / that:"
+        f" {floor_seconds / seconds:.2f}"
+    )
     parts = sorted(watch.parts.items(), key=lambda kv: -kv[1])
     print("  PostgreSQL time: " + ", ".join(f"{k} {v:.2f} s" for k, v in parts if v >= 0.005))
     print(
         f"  PostgreSQL holds {stored_rows} article-days, {stored_views} views:"
-        f" {'MATCH' if ok else 'MISMATCH'}"
+        f" {'MATCH' if ok else 'MISMATCH'}; {article_rows} articles ({titled} with a title),"
+        f" {article_views} views: {'MATCH' if articles_ok else 'MISMATCH'}"
     )
     print(
         f"  Redis memory per pending article-day: {used / len(fields):.0f} B"
