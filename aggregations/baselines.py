@@ -3,6 +3,11 @@
 A baseline replaces the previous one for the same site or article; it is never added to. It is
 written to PostgreSQL (durable, with its source) and then into the live totals in Redis, under the
 site's lock so that a rollup or rebuild never sees half of it.
+
+The Redis step waits for the replicas (`replication`), as the rollup's move-aside does: a failover
+to a replica that never saw it would keep the old baseline in the live totals, off from
+PostgreSQL's until a rebuild. When they do not acknowledge, the caller is told so (503): the
+baseline is stored, and importing it again is safe, since a baseline replaces and never adds.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from aggregations.locks import SiteLock
 from aggregations.periods import Calendar
 from aggregations.rebuild import rebuild_site
 from aggregations.redis_client import RedisClient
+from aggregations.replication import run_replicated
 from aggregations.scripts import Scripts
 from aggregations.sites import Site
 
@@ -44,9 +50,11 @@ async def set_baseline(
     baseline: Baseline,
     source: str,
     now: float,
+    min_replicas: int = 0,
 ) -> None:
     """Store `baseline` durably, then move the live totals by the difference. A site whose live
-    counters are not built yet is rebuilt on the spot, baseline included."""
+    counters are not built yet is rebuilt on the spot, baseline included. StorageUnavailable
+    when the Redis replicas did not acknowledge the live totals (see the module docstring)."""
     site_id = site.id
     keys = SiteKeys(prefix, site_id)
     articles = dict(baseline.articles)
@@ -87,12 +95,23 @@ async def set_baseline(
         if baseline.has_total:
             head = [1, baseline.pageviews or 0, baseline.visits or 0]
         items = list(articles.items())
+        unacknowledged = ""
         for i in range(0, max(len(items), 1), CHUNK):
             pairs = [x for item in items[i : i + CHUNK] for x in item]
-            if not await scripts.set_baseline(keys=script_keys, args=[*head, *pairs]):
+            done = await run_replicated(
+                redis, scripts.set_baseline, script_keys, [*head, *pairs], min_replicas
+            )
+            if done.reply and not done.ok:
+                unacknowledged = f"{done.acknowledged} of {done.wanted} Redis replica(s)"
+            if not done.reply:
                 await rebuild_site(redis, scripts, conn, keys, site, now, Calendar())
                 break
             head = [0, 0, 0]
+    if unacknowledged:
+        raise StorageUnavailable(
+            f"the baseline of {site_id} is stored, but only {unacknowledged} acknowledged the"
+            " live totals: import it again (a baseline replaces, it never adds)"
+        )
 
 
 async def baseline_of(conn: Any, site_id: str) -> dict[str, Any]:

@@ -114,6 +114,7 @@ async def post_baseline(request: web.Request) -> web.Response:
             baseline,
             source,
             app[K.CLOCK].now(),
+            app[K.SETTINGS].rollup_min_replicas,
         )
         app[K.READ_CACHE].drop(site_id)  # totals changed: reads from here on see them
         stored = await baseline_of(conn, site_id)

@@ -85,6 +85,7 @@ async def import_csv(app: web.Application, path: Path, source: str) -> list[str]
                 baseline,
                 source,
                 app[K.CLOCK].now(),
+                app[K.SETTINGS].rollup_min_replicas,
             )
             total = "" if entry.pageviews is None else f"total {entry.pageviews} page views, "
             summary.append(

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from tests.conftest import ADMIN_TOKEN, send
+from tests.conftest import ADMIN_TOKEN, add_site, send
 from tests.rollup_helpers import rollup
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -132,6 +132,30 @@ async def test_baseline_then_live_views_add_up_and_reimport_replaces(client, db)
     base = await db.fetchval("SELECT views FROM article_baselines WHERE article = '123'")
     assert (live, base) == (1, 800)
     assert (await counters(client))["total"]["pageviews"] == 5000002
+
+
+async def test_a_baseline_the_replicas_did_not_acknowledge_is_a_503_and_safe_to_repeat(
+    make_client, settings, db
+):
+    """Asked for more Redis replicas than exist, the import says the live totals may not survive
+    a failover; the baseline is stored, and importing it again replaces, never adds."""
+    client = await make_client(settings=dataclasses.replace(settings, rollup_min_replicas=5))
+    await add_site(client)
+    await send(client, article="123")
+    # built: the import now moves the live totals (on a site not built yet, it rebuilds it from
+    # PostgreSQL, which a failover that lost it would simply do again)
+    await rollup(client.app)
+    body = {"total": {"pageviews": 1000, "visits": 500}, "articles": {"123": 703}}
+    for _ in range(2):
+        resp = await client.post("/api/v1/sites/caobang/baseline", json=body, headers=AUTH)
+        assert resp.status == 503
+        error = await resp.json()
+        assert error["error"] == "storage_unavailable"
+        assert "0 of 5 Redis replica(s)" in error["detail"]
+        assert "import it again" in error["detail"]
+        assert await db.fetchval("SELECT pageviews FROM site_baselines") == 1000
+        assert (await counters(client))["total"]["pageviews"] == 1001
+        assert await views(client, "123") == 704
 
 
 @pytest.mark.parametrize(
