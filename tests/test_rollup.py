@@ -125,6 +125,30 @@ async def test_the_ledger_alone_stops_a_double_apply(client, db):
     assert (await stored(db))["pageviews"] == 12
 
 
+async def test_a_move_aside_sent_twice_moves_nothing_the_second_time(client, db):
+    """A client that resends the move-aside after losing its reply (redis-py retries a command
+    after a connection error) must not RENAME new pending counts over the batch it moved."""
+    from aggregations.keys import SiteKeys
+
+    app = client.app
+    await rollup(app)  # builds the site's counters
+    await beacons(client, 3)
+    sk = SiteKeys(app[K.SETTINGS].redis_prefix, "caobang")
+    keys = [
+        sk.marker, sk.pending, sk.pending_titles, sk.batches, sk.batch("b1"),
+        sk.batch_titles("b1"),
+    ]  # fmt: skip
+    assert await app[K.SCRIPTS].move_aside(keys=keys, args=["b1"]) == [b"b1"]
+    await beacons(client, 2, start=3)  # counted after the move, before the resend
+    assert await app[K.SCRIPTS].move_aside(keys=keys, args=["b1"]) == [b"b1"]
+    moved = await app[K.REDIS].hgetall(sk.batch("b1"))
+    assert sum(int(v) for k, v in moved.items() if k.endswith(b"|#pv")) == 3
+    assert (await pending(app))["#pv"] == 5  # the batch's 3 and the 2 still pending
+    await rollup(app)
+    assert (await stored(db))["pageviews"] == 5
+    assert await pending(app) == {}
+
+
 async def test_a_busy_site_is_skipped_not_waited_for(client, db):
     await beacons(client, 5)
     app = client.app
