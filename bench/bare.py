@@ -14,6 +14,8 @@ import sys
 import msgspec
 from aiohttp import web
 
+from aggregations.reads import PERIODS  # the same keys as the service's answer
+
 PERIOD = {"pageviews": 123456, "visits": 45678, "visitors": 34567}
 COUNTERS = msgspec.json.encode(
     {
@@ -21,19 +23,7 @@ COUNTERS = msgspec.json.encode(
         "timezone": "Asia/Ho_Chi_Minh",
         "as_of": "2026-11-27T10:00:00+07:00",
         "online": 1234,
-        **{
-            p: PERIOD
-            for p in (
-                "today",
-                "yesterday",
-                "this_week",
-                "last_week",
-                "this_month",
-                "last_month",
-                "this_year",
-                "total",
-            )
-        },
+        **{p: PERIOD for p in PERIODS},
     }
 )
 ARTICLES = msgspec.json.encode(
