@@ -71,15 +71,61 @@ def clean_env(**extra: str) -> dict[str, str]:
 def run_cli(
     *args: str, env: Mapping[str, str], timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "analytics", *args],
-        env=dict(env),
+    """`analytics ARGS`; a command still running after `timeout` fails the test with what it
+    was waiting for: PostgreSQL's sessions and their waits, and the command's Python stacks."""
+    command = [sys.executable, "-m", "analytics", *args]
+    proc = subprocess.Popen(
+        command,
+        env={**env, "PYTHONFAULTHANDLER": "1"},
         cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
+        text=True,
     )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        sessions = postgres_sessions(env.get("ANALYTICS_DATABASE_URL", ""))
+        proc.send_signal(signal.SIGABRT)  # faulthandler prints every thread's stack
+        try:
+            out, err = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+        raise AssertionError(
+            f"{' '.join(args)} still running after {timeout:.0f} s\n"
+            f"PostgreSQL sessions:\n{sessions}\nstdout:\n{out}\nstderr:\n{err}"
+        ) from None
+    return subprocess.CompletedProcess(command, proc.returncode, out, err)
+
+
+def postgres_sessions(dsn: str) -> str:
+    """Every session of PostgreSQL (what it runs, what it waits for), one a line; for failures."""
+    if not dsn:
+        return "(no ANALYTICS_DATABASE_URL)"
+    import asyncio
+    import concurrent.futures
+
+    import asyncpg
+
+    async def fetch() -> str:
+        conn = await asyncpg.connect(dsn, timeout=5)
+        try:
+            rows = await conn.fetch(
+                "SELECT pid, datname, state, wait_event_type, wait_event,"
+                " pg_blocking_pids(pid) AS blocked_by, left(query, 200) AS query"
+                " FROM pg_stat_activity WHERE backend_type = 'client backend'"
+            )
+        finally:
+            await conn.close()
+        return "\n".join(str(dict(r)) for r in rows)
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:  # the caller may be on a loop
+        try:
+            return pool.submit(asyncio.run, fetch()).result(timeout=15)
+        except Exception as err:  # a diagnosis must not hide the failure
+            return f"(could not read them: {err!r})"
 
 
 class Service:
