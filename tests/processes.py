@@ -141,20 +141,25 @@ class Service:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def launch(self) -> subprocess.Popen[bytes]:
+        """The process, started; its output goes to `log`. `start` also waits until it answers."""
+        with self.log.open("ab") as out:  # the child has its own copy of the descriptor
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "analytics", "serve"],
+                env=self.env,
+                cwd=ROOT,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        return self.process
+
     def start(self, timeout: float = 90) -> None:
-        out = self.log.open("ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "analytics", "serve"],
-            env=self.env,
-            cwd=ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
+        process = self.launch()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"service exited {self.process.returncode}:\n{self.output()}")
+            if process.poll() is not None:
+                raise RuntimeError(f"service exited {process.returncode}:\n{self.output()}")
             try:
                 with urllib.request.urlopen(self.url + "/healthz", timeout=1) as r:
                     if r.status == 200:

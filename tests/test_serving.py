@@ -8,8 +8,6 @@ import json
 import os
 import re
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -18,7 +16,7 @@ import pytest
 
 from aggregations.sites import make_site, save_site
 from tests.conftest import ADMIN_TOKEN, BROWSER
-from tests.processes import ROOT, Service, clean_env
+from tests.processes import Service, clean_env
 from tests.promtool import check_metrics, samples
 
 ARTICLES = ("a1", "a2", "a3")
@@ -226,15 +224,7 @@ def test_a_stop_during_start_up_is_clean(tmp_path, stores, prefix, db, workers):
         ANALYTICS_WORKERS=workers,
     )
     service = Service(env, tmp_path / "service.log")
-    out = service.log.open("ab")
-    service.process = subprocess.Popen(
-        [sys.executable, "-m", "analytics", "serve"],
-        env=service.env,
-        cwd=ROOT,
-        stdout=out,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-    )
+    service.launch()
     started = "worker 2 started" if workers == "2" else "serving on"
     wait_for(lambda: started in service.output(), "the start to begin")
     assert service.stop(timeout=40) == 0, service.output()
