@@ -71,3 +71,5 @@ POSTGRES_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.CannotConnectNowError,
     asyncpg.exceptions.AdminShutdownError,
 )
+# ... or anything else a PostgreSQL call can fail with (the server refused the statement too)
+POSTGRES_FAILURES: tuple[type[BaseException], ...] = (*POSTGRES_ERRORS, asyncpg.PostgresError)

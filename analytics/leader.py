@@ -14,7 +14,7 @@ from typing import Any
 
 import asyncpg
 
-from aggregations.errors import POSTGRES_ERRORS
+from aggregations.errors import POSTGRES_FAILURES
 
 log = logging.getLogger("analytics.rollup")
 
@@ -50,7 +50,7 @@ class Leadership:
                     "SELECT pg_try_advisory_lock(hashtextextended($1, 0))", LEADER_LOCK
                 )
             )
-        except (*POSTGRES_ERRORS, asyncpg.PostgresError):
+        except POSTGRES_FAILURES:
             await self.release()
             raise
         if self.held and not self.last_known:
@@ -65,7 +65,7 @@ class Leadership:
         if conn is not None and not conn.is_closed():
             try:
                 await conn.close(timeout=CONNECT_TIMEOUT)
-            except (*POSTGRES_ERRORS, asyncpg.PostgresError):
+            except POSTGRES_FAILURES:
                 conn.terminate()
         if was_held:
             log.info("rollup: this process no longer leads the timed rollup")

@@ -21,7 +21,7 @@ from redis.exceptions import RedisError
 
 from aggregations import stats
 from aggregations.counters import CountingPolicy, RateLimit, Recorder
-from aggregations.errors import POSTGRES_ERRORS
+from aggregations.errors import POSTGRES_ERRORS, POSTGRES_FAILURES
 from aggregations.periods import Calendar
 from aggregations.pipeline import GroupCommit
 from aggregations.reads import Reader
@@ -254,7 +254,7 @@ async def rollup_pass(app: web.Application, *, wait: float = 0.0) -> bool:
         metrics.redis_errors.labels("rollup").inc()
         log.warning("rollup: Redis unavailable: %s", err)
         return False
-    except (*POSTGRES_ERRORS, asyncpg.PostgresError) as err:
+    except POSTGRES_FAILURES as err:
         metrics.rollup_runs.labels("error").inc()
         metrics.postgres_errors.labels("rollup").inc()
         log.warning("rollup: PostgreSQL failed, the batch stays in Redis: %s", err)
@@ -302,7 +302,7 @@ async def leads(app: web.Application, leadership: Leadership) -> bool:
     try:
         held = await leadership.ensure()
         run = held
-    except (*POSTGRES_ERRORS, asyncpg.PostgresError) as err:
+    except POSTGRES_FAILURES as err:
         app[K.METRICS].postgres_errors.labels("leader").inc()
         log.warning("rollup: cannot reach PostgreSQL for the leader lock: %s", err)
         held, run = False, leadership.last_known

@@ -10,12 +10,11 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-import asyncpg
 import msgspec
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from aggregations.errors import POSTGRES_ERRORS, AnalyticsError, StorageUnavailable
+from aggregations.errors import POSTGRES_FAILURES, AnalyticsError, StorageUnavailable
 from analytics import appkeys as K
 
 log = logging.getLogger("analytics.http")
@@ -56,7 +55,7 @@ def error_response(
 
 # route name -> (Redis operation, PostgreSQL operation) of the metrics' error counters
 ADMIN_ROUTES = frozenset(("sites", "site", "baseline"))
-STORE_ERRORS = (RedisError, *POSTGRES_ERRORS, asyncpg.PostgresError)
+STORE_ERRORS: tuple[type[BaseException], ...] = (RedisError, *POSTGRES_FAILURES)
 
 
 def store_operations(route: str) -> tuple[str, str]:
