@@ -1,8 +1,8 @@
 """The event loop `analytics serve` runs on: uvloop where it is installed, else asyncio's own.
 
 `ANALYTICS_EVENT_LOOP` = `auto` (default), `uvloop` or `asyncio`. uvloop's transports and loop are
-C (libuv): measured with the bench (`python -m bench`), it cuts the service's CPU per request by
-about a third - see README "Benchmarks".
+C (libuv): measured with the bench (`python -m bench`), the service answers about 10 % more
+requests a second on it - see README "Benchmarks".
 """
 
 from __future__ import annotations
