@@ -31,8 +31,8 @@ from aggregations.scripts import Scripts
 from aggregations.sites import NOTIFY_CHANNEL, load_sites, make_site, save_site
 from analytics import appkeys as K
 from analytics.db import create_pool, migrate
-from analytics.embedded import EmbeddedPostgres, EmbeddedRedis, runtime_dir
 from analytics.leader import Leadership
+from analytics.serving import resolved_stores
 from analytics.settings import Settings
 from analytics.storage import REDIS_TIMEOUT, close_redis, open_redis
 from collectors.clients import ClientResolver
@@ -60,27 +60,13 @@ async def embedded_ctx(app: web.Application) -> AsyncIterator[None]:
         app[K.REDIS_URL], app[K.DATABASE_URL] = app[K.STORES]
         yield
         return
-    if not settings.embedded:
-        app[K.REDIS_URL] = settings.redis_url or ""
-        app[K.DATABASE_URL] = settings.database_url or ""
-        if not app[K.REDIS_URL] or not app[K.DATABASE_URL]:
-            raise RuntimeError(
-                "set both ANALYTICS_REDIS_URL and ANALYTICS_DATABASE_URL, or neither (embedded)"
-            )
-        yield
-        return
-    runtime_dir()
-    redis_server = EmbeddedRedis(settings.data_dir)
-    pg_server = EmbeddedPostgres(settings.data_dir)
-    app[K.REDIS_URL] = await asyncio.to_thread(redis_server.start)
+    # the configured stores, or embedded ones started (and at the end stopped) in a thread
+    stores = resolved_stores(settings)
+    app[K.REDIS_URL], app[K.DATABASE_URL] = await asyncio.to_thread(stores.__enter__)
     try:
-        app[K.DATABASE_URL] = await asyncio.to_thread(pg_server.start)
-        try:
-            yield
-        finally:
-            await asyncio.to_thread(pg_server.stop)
+        yield
     finally:
-        await asyncio.to_thread(redis_server.stop)
+        await asyncio.to_thread(stores.__exit__, None, None, None)
 
 
 async def postgres_ctx(app: web.Application) -> AsyncIterator[None]:

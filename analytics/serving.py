@@ -36,7 +36,7 @@ from types import FrameType
 from aiohttp import web
 
 from analytics.loops import loop_kind, new_event_loop
-from analytics.settings import Settings, SettingsError
+from analytics.settings import Settings
 
 log = logging.getLogger("analytics")
 
@@ -221,7 +221,7 @@ def resolved_stores(settings: Settings) -> Iterator[tuple[str, str]]:
     """The Redis and PostgreSQL URLs: the configured ones, or embedded servers started here."""
     if not settings.embedded:
         if not settings.redis_url or not settings.database_url:
-            raise SettingsError(
+            raise RuntimeError(
                 "set both ANALYTICS_REDIS_URL and ANALYTICS_DATABASE_URL, or neither (embedded)"
             )
         yield settings.redis_url, settings.database_url

@@ -25,6 +25,11 @@ def test_only_one_store_configured_is_refused(stores):
     result = run_cli("migrate", env=clean_env(ANALYTICS_REDIS_URL=stores.redis_url))
     assert result.returncode == 1
     assert "ANALYTICS_DATABASE_URL" in result.stderr
+    # the supervisor of several workers resolves the stores itself, and says the same
+    env = clean_env(ANALYTICS_DATABASE_URL=stores.database_url, ANALYTICS_WORKERS="2")
+    result = run_cli("serve", env=env)
+    assert result.returncode == 1
+    assert "set both ANALYTICS_REDIS_URL and ANALYTICS_DATABASE_URL" in result.stderr
 
 
 def beacon(service: Service, article: str) -> int:
