@@ -16,6 +16,7 @@ from redis.exceptions import RedisError
 
 from aggregations.errors import POSTGRES_FAILURES, AnalyticsError, StorageUnavailable
 from analytics import appkeys as K
+from collectors.handlers import NO_STORE
 
 log = logging.getLogger("analytics.http")
 
@@ -45,11 +46,7 @@ def error_response(
         status=status,
         body=msgspec.json.encode(body),
         content_type="application/json",
-        headers={
-            "Access-Control-Allow-Origin": "*",
-            "Cache-Control": "no-store",
-            **(headers or {}),
-        },
+        headers={**NO_STORE, **(headers or {})},
     )
 
 

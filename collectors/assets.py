@@ -8,6 +8,7 @@ import hashlib
 
 from aiohttp import web
 
+# any origin may load them (and post beacons: `collectors.handlers`)
 CORS = {"Access-Control-Allow-Origin": "*"}
 
 

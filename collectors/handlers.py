@@ -17,12 +17,11 @@ from aiohttp import web
 from aggregations.errors import AnalyticsError, StorageUnavailable, TooLarge
 from aggregations.reads import Reader
 from aggregations.sites import Site
-from collectors.assets import ScriptAsset
+from collectors.assets import CORS, ScriptAsset
 from collectors.beacons import MAX_BODY, Beacon, parse_body, parse_query
 from collectors.intake import Intake, Sender
 
 PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
-CORS = {"Access-Control-Allow-Origin": "*"}
 NO_STORE = {"Cache-Control": "no-store", **CORS}
 PREFLIGHT = {
     **CORS,
