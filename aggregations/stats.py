@@ -2,7 +2,7 @@
 backlog (pending entries and batches in flight), how far PostgreSQL is behind (the rollup's
 `drained_at` mark), visitors online per site, and Redis memory against its `maxmemory`.
 
-Two pipelined round trips per scrape, whatever the number of sites.
+Three round trips per scrape, whatever the number of sites: two pipelines and `INFO memory`.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Two parts. The instruments every process updates as it works (`aggregations.metr
 process's registry, or - under a supervisor with several workers - every worker's values summed
 from prometheus-client's multiprocess directory. Then the gauges that only Redis knows, read now,
 by whichever process answers the scrape (`aggregations.stats`): rollup backlog and lag, visitors
-online per site, Redis memory. Those cost a scrape two Redis round trips and a beacon nothing.
+online per site, Redis memory. Those cost a scrape three Redis round trips and a beacon nothing.
 """
 
 from __future__ import annotations
