@@ -39,8 +39,8 @@ from aggregations.keys import SiteKeys
 from aggregations.periods import Calendar
 from aggregations.scripts import lua
 from tests.cluster import LocalCluster, Node
-from tests.conftest import ADMIN_TOKEN
-from tests.load import BROWSER, noon_zone
+from tests.conftest import ADMIN_TOKEN, BROWSER
+from tests.load import noon_zone
 from tests.processes import Service, clean_env
 from tests.stores import flush_prefix, test_stores
 

@@ -15,14 +15,9 @@ from typing import Any
 
 import aiohttp
 
-from tests.conftest import ADMIN_TOKEN
+from tests.conftest import ADMIN_TOKEN, BROWSER
 from tests.processes import Service, clean_env
 from tests.stores import Stores
-
-BROWSER = (
-    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko)"
-    " Chrome/131.0.0.0 Safari/537.36"
-)
 
 
 @dataclass(frozen=True)
