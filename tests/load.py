@@ -101,10 +101,15 @@ async def send(
                 if stop():
                     break
                 await queue.put(item)
-        finally:
             for _ in workers:
-                await queue.put(None)
+                await queue.put(None)  # each worker sends what is queued, then stops
             await asyncio.gather(*workers)
+        finally:
+            # cut short (cancelled, a worker failed): stop the workers rather than queue their
+            # stop behind a full queue that no one reads any more (that hung a test's teardown)
+            for task in workers:
+                task.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
     tally.seconds += time.perf_counter() - started
     return tally
 
