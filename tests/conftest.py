@@ -8,6 +8,8 @@ first needed. When the whole run is on a cluster already (see `tests.stores`), o
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import itertools
 import os
 import sys
@@ -193,25 +195,31 @@ async def _remember_loop(request: pytest.FixtureRequest) -> None:
     _loops[request.node.nodeid] = asyncio.get_running_loop()
 
 
-def _dump_tasks(nodeid: str) -> None:
+def _dump_tasks(config: pytest.Config, nodeid: str) -> None:
     loop = _loops.get(nodeid)
-    print(
-        f"\n!!! teardown of {nodeid} still running after {TEARDOWN_WATCHDOG:.0f} s", file=sys.stderr
-    )
+    capman = config.pluginmanager.getplugin("capturemanager")
+
+    def say(text: str) -> None:
+        # past pytest's output capture, which would keep it until the teardown ends (or never)
+        with capman.global_and_fixture_disabled() if capman else contextlib.nullcontext():
+            print(text, file=sys.stderr, flush=True)
+
+    say(f"\n!!! teardown of {nodeid} still running after {TEARDOWN_WATCHDOG:.0f} s")
     if loop is None or loop.is_closed():
         return
 
     def dump() -> None:
         for task in asyncio.all_tasks(loop):
-            print(f"--- pending: {task!r}", file=sys.stderr)
-            task.print_stack(file=sys.stderr)
+            stack = io.StringIO()
+            task.print_stack(file=stack)
+            say(f"--- pending: {task!r}\n{stack.getvalue()}")
 
     loop.call_soon_threadsafe(dump)
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_teardown(item: pytest.Item) -> Any:
-    timer = threading.Timer(TEARDOWN_WATCHDOG, _dump_tasks, (item.nodeid,))
+    timer = threading.Timer(TEARDOWN_WATCHDOG, _dump_tasks, (item.config, item.nodeid))
     timer.daemon = True
     timer.start()
     try:
