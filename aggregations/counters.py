@@ -1,4 +1,5 @@
-"""Recording a hit: every live counter of the site in one Redis round trip (`lua/record.lua`).
+"""Recording a hit: every live counter of the site in one Redis round trip (`lua/record.lua`),
+shared with the other hits of the same site that arrive in the same event-loop tick.
 
 A visitor is `blake2b(identity, key=daily salt)`, where the identity (site, client address, user
 agent) is built by intake and never leaves this process; the salt is random per site and local
@@ -7,6 +8,8 @@ day, created in Redis by the first hit of the day and deleted 48 h after the day
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import hashlib
 import secrets
 from dataclasses import dataclass
@@ -26,9 +29,9 @@ from aggregations.scripts import Scripts, as_text
 from aggregations.sites import Site
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass takes ~2 us more to make, per beacon
 class Hit:
-    """One page view that passed intake's checks."""
+    """One page view that passed intake's checks. Not changed once made."""
 
     site: Site
     identity: bytes
@@ -38,8 +41,10 @@ class Hit:
     title: str | None = None
 
 
-RECORD_KEYS = 22  # see lua/record.lua
-RECORD_ARGS = 19
+RECORD_KEYS = 20  # the constant keys and arguments of lua/record.lua; a hit adds 2 and 4
+RECORD_ARGS = 15
+MAX_BATCH = 128  # hits in one run of the script
+LIMITED = {2: "client", 3: "site"}  # the script's statuses of a hit a rate limit refused
 
 
 class ArticleCount(IntEnum):
@@ -48,7 +53,7 @@ class ArticleCount(IntEnum):
     CAPPED = 2  # a new article id past the per-day cap
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen, as Hit
 class Recorded:
     new_visit: bool
     article: ArticleCount
@@ -130,32 +135,59 @@ class Salts:
         return {day for _, day in self._salts}
 
 
-@dataclass(slots=True)
 class _Command:
-    """The counting script's command for one site and day, pre-encoded in runs (RESP), so that
-    a beacon encodes only what is its own: visitor, client, time, article, title. Saves about
-    10 us a beacon against encoding all 44 arguments each time."""
+    """The counting script's constant part for one site and day, pre-encoded (RESP), so that a
+    hit encodes only what is its own: visitor, client, time, article, title."""
 
-    head: bytes  # EVALSHA, the script's SHA, the number of keys, the salt and seen keys
-    visit_articles: str  # key prefix, completed with the visitor
-    tail: bytes  # the 17 period, pending, article and marker keys
-    rate_client: str  # key prefix, completed with the client's hash
-    rate_site: bytes
-    policy_day: bytes  # visit timeout, seen retention, day label
-    dedup_cap: bytes  # article dedup flag, articles a day
-    limits: bytes
-    plain: tuple[list[Any], list[Any], str, list[Any], list[Any]]  # the same, unencoded, for
-    # a Redis Cluster (no group commit): salt and seen keys, tail keys, site rate key, policy
-    # and day, dedup and cap
-    ttl_second: int = -1  # the second `ttls` was encoded for
-    ttls: bytes = b""
+    def __init__(self, k: SiteKeys, keys: list[str], policy: list[Any], limits: list[int]) -> None:
+        self.visit_articles = k.visit_articles("")  # key prefixes, completed with the visitor
+        self.rate_client = k.rate_client("")  # and with the client's hash
+        self.keys = keys  # the 20 constant keys, see lua/record.lua
+        self.policy = policy  # ARGV 2..6: visit timeout, seen retention, day, dedup, cap
+        self.limits = limits  # ARGV 12..15
+        self.encoded_keys = bulks(keys)
+        self.encoded_policy = bulks(policy)
+        self.encoded_limits = bulks(limits)
+        self.ttl_second = -1  # the second `ttls` was computed for
+        self.ttls: list[int] = []
+        self.encoded_ttls = b""
+
+    def ttls_at(self, periods: Periods, now: float) -> list[int]:
+        second = int(now)
+        if second != self.ttl_second:
+            self.ttls, self.ttl_second = ttls(periods, now), second
+            self.encoded_ttls = bulks(self.ttls)
+        return self.ttls
+
+
+# a hit's own arguments: visit-articles key, client bucket key, visitor, now (ms), article, title
+_HitArgs = tuple[str, str, str, int, str, str]
+# a hit's outcome: (status, new_visit, article, built), or (0, salt) for another day's salt
+_Outcome = tuple[Any, ...]
+
+
+class _Batch:
+    """The hits of one site, day and salt that arrived in one event-loop tick: one script run."""
+
+    __slots__ = ("cmd", "futures", "hits", "periods", "reloaded", "salt", "ts")
+
+    def __init__(self, cmd: _Command, periods: Periods, salt: str, ts: float) -> None:
+        self.cmd = cmd
+        self.periods = periods
+        self.salt = salt
+        self.ts = ts
+        self.hits: list[_HitArgs] = []
+        self.futures: list[asyncio.Future[_Outcome]] = []
+        self.reloaded = False
 
 
 class Recorder:
-    """Counts hits into Redis: one run of `lua/record.lua` a hit, sent through the group commit
-    (`aggregations.pipeline`) so that concurrent hits share one write to Redis; on a Redis
-    Cluster (`pipe` None), through redis-py's cluster client, which routes it to the site's
-    node."""
+    """Counts hits into Redis with `lua/record.lua`. The hits of one site and day that arrive in
+    the same event-loop tick go out as one run of the script (at most `MAX_BATCH` hits), which
+    judges each hit in order as if it ran alone and writes their sum once; each hit's request
+    waits for the run that holds it, so it is acknowledged only once Redis has counted it. Runs
+    go through the group commit (`aggregations.pipeline`); on a Redis Cluster (`pipe` None),
+    through redis-py's cluster client, which routes each to the site's node."""
 
     def __init__(
         self,
@@ -177,6 +209,9 @@ class Recorder:
         self.cache = cache
         self.salts = Salts()
         self._commands: dict[tuple[str, date], _Command] = {}
+        self._batches: dict[tuple[str, date, str], _Batch] = {}
+        self._dispatch_scheduled = False
+        self._tasks: set[asyncio.Task[None]] = set()
         p = policy
         self._policy_args = [
             int(p.visit_timeout * 1000),
@@ -195,106 +230,157 @@ class Recorder:
             if len(self._commands) > 10_000:
                 self._commands.clear()
             k = SiteKeys(self.prefix, site)
-            tail = [
+            keys = [
+                *(k.salt(periods.day), k.seen),
                 *(k.day(periods.day), k.week(periods.week), k.month(periods.month)),
                 *(k.year(periods.year), k.total),
                 *(k.day_visitors(periods.day), k.week_visitors(periods.week)),
                 *(k.month_visitors(periods.month), k.year_visitors(periods.year)),
                 *(k.total_visitors, k.pending, k.pending_titles),
                 *(k.articles_day(periods.day), k.articles_week(periods.week)),
-                *(k.articles_month(periods.month), k.articles_total, k.marker),
+                *(k.articles_month(periods.month), k.articles_total, k.marker, k.rate_site),
             ]
             p = self.policy
+            policy = [*self._policy_args, periods.day.isoformat()]
+            policy += [1 if p.article_dedup else 0, p.max_articles_per_day]
             cached = self._commands[(site, periods.day)] = _Command(
-                head=b"*%d\r\n" % (3 + RECORD_KEYS + RECORD_ARGS)
-                + bulks(["EVALSHA", self.scripts.record.sha, RECORD_KEYS])
-                + bulks([k.salt(periods.day), k.seen]),
-                visit_articles=k.visit_articles(""),
-                tail=bulks(tail),
-                rate_client=k.rate_client(""),
-                rate_site=bulk(k.rate_site.encode()),
-                policy_day=bulks([*self._policy_args, periods.day.isoformat()]),
-                dedup_cap=bulks([1 if p.article_dedup else 0, p.max_articles_per_day]),
-                limits=bulks(self._limit_args),
-                plain=(
-                    [k.salt(periods.day), k.seen],
-                    tail,
-                    k.rate_site,
-                    [*self._policy_args, periods.day.isoformat()],
-                    [1 if p.article_dedup else 0, p.max_articles_per_day],
-                ),
+                k, keys, policy, self._limit_args
             )
         return cached
 
-    def _pack(self, cmd: _Command, periods: Periods, hit: Hit, salt: str) -> bytes:
-        """The script's command: KEYS salt, seen, visit articles, tail, client and site rate
-        buckets; ARGV salt, visitor, now, policy and day, article, title, dedup and cap, TTLs,
-        limits - the order `lua/record.lua` documents."""
+    @staticmethod
+    def _hit_args(cmd: _Command, hit: Hit, salt: str) -> _HitArgs:
         key = bytes.fromhex(salt)
         visitor = visitor_id(key, hit.identity)
         client = visitor_id(key, hit.network)
-        second = int(hit.ts)
-        if cmd.ttl_second != second:
-            cmd.ttls, cmd.ttl_second = bulks(ttls(periods, hit.ts)), second
-        return b"".join(
-            [
-                cmd.head,
-                bulk((cmd.visit_articles + visitor).encode()),
-                cmd.tail,
-                bulk((cmd.rate_client + client).encode()),
-                cmd.rate_site,
-                bulk(salt.encode()),
-                bulk(visitor.encode()),
-                b"$%d\r\n%d\r\n" % (len(b"%d" % int(hit.ts * 1000)), int(hit.ts * 1000)),
-                cmd.policy_day,
-                bulk((hit.article or "").encode()),
-                bulk((hit.title or "").encode()),
-                cmd.dedup_cap,
-                cmd.ttls,
-                cmd.limits,
-            ]
-        )
-
-    def _arguments(self, cmd: _Command, periods: Periods, hit: Hit, salt: str) -> list[Any]:
-        """The script's keys and arguments as `_pack` encodes them, for a Redis Cluster, where
-        each site's slot may live on another node and redis-py routes the command."""
-        key = bytes.fromhex(salt)
-        visitor = visitor_id(key, hit.identity)
-        client = visitor_id(key, hit.network)
-        head, tail, rate_site, policy_day, dedup_cap = cmd.plain
-        return [
-            *head,
+        return (
             cmd.visit_articles + visitor,
-            *tail,
             cmd.rate_client + client,
-            rate_site,
-            salt,
             visitor,
             int(hit.ts * 1000),
-            *policy_day,
             hit.article or "",
             hit.title or "",
-            *dedup_cap,
-            *ttls(periods, hit.ts),
-            *self._limit_args,
-        ]
+        )
 
-    async def _run(self, cmd: _Command, periods: Periods, hit: Hit, salt: str) -> Any:
+    def _enqueue(self, hit: Hit, periods: Periods, salt: str) -> asyncio.Future[_Outcome]:
+        """Add `hit` to this tick's batch of its site, day and salt; the future of its outcome."""
+        loop = asyncio.get_running_loop()
+        site = hit.site.id
+        key = (site, periods.day, salt)
+        batch = self._batches.get(key)
+        if batch is None or len(batch.hits) >= MAX_BATCH:
+            if batch is not None:
+                self._send(batch)  # full: it goes now, the rest of the tick starts another
+            cmd = self._command(site, periods)
+            batch = self._batches[key] = _Batch(cmd, periods, salt, hit.ts)
+            if not self._dispatch_scheduled:
+                self._dispatch_scheduled = True
+                loop.call_soon(self._dispatch)
+        fut: asyncio.Future[_Outcome] = loop.create_future()
+        batch.hits.append(self._hit_args(batch.cmd, hit, salt))
+        batch.futures.append(fut)
+        return fut
+
+    def _dispatch(self) -> None:
+        self._dispatch_scheduled = False
+        batches, self._batches = self._batches, {}
+        for batch in batches.values():
+            self._send(batch)
+
+    def _pack(self, batch: _Batch) -> bytes:
+        """The batch's EVALSHA as RESP, in the order `lua/record.lua` documents."""
+        cmd, hits = batch.cmd, batch.hits
+        cmd.ttls_at(batch.periods, batch.ts)
+        n = len(hits)
+        parts = [
+            b"*%d\r\n" % (3 + RECORD_KEYS + RECORD_ARGS + 6 * n),
+            bulks(["EVALSHA", self.scripts.record.sha, RECORD_KEYS + 2 * n]),
+            cmd.encoded_keys,
+        ]
+        for visit_articles, rate_client, *_ in hits:
+            parts.append(bulk(visit_articles.encode()))
+            parts.append(bulk(rate_client.encode()))
+        parts += [bulk(batch.salt.encode()), cmd.encoded_policy, cmd.encoded_ttls]
+        parts.append(cmd.encoded_limits)
+        for _, _, visitor, now, article, title in hits:
+            parts.append(bulk(visitor.encode()))
+            parts.append(b"$%d\r\n%d\r\n" % (len(b"%d" % now), now))
+            parts.append(bulk(article.encode()))
+            parts.append(bulk(title.encode()))
+        return b"".join(parts)
+
+    def _arguments(self, batch: _Batch) -> tuple[list[Any], list[Any]]:
+        """The script's keys and arguments as `_pack` encodes them, for a Redis Cluster, where
+        each site's slot may live on another node and redis-py routes the command."""
+        cmd, hits = batch.cmd, batch.hits
+        keys = [*cmd.keys, *(k for h in hits for k in h[:2])]
+        args = [batch.salt, *cmd.policy, *cmd.ttls_at(batch.periods, batch.ts), *cmd.limits]
+        args += [a for h in hits for a in h[2:]]
+        return keys, args
+
+    def _send(self, batch: _Batch) -> None:
+        if self.pipe is None:
+            task = asyncio.ensure_future(self._run_routed(batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return
+        reply = self.pipe.call(self._pack(batch))
+        reply.add_done_callback(functools.partial(self._replied, batch))
+
+    async def _run_routed(self, batch: _Batch) -> None:
         try:
-            if self.pipe is None:
-                arguments = self._arguments(cmd, periods, hit, salt)
-                return await self.scripts.record(
-                    keys=arguments[:RECORD_KEYS], args=arguments[RECORD_KEYS:]
-                )
-            command = self._pack(cmd, periods, hit, salt)
-            try:
-                return await self.pipe.call(command)
-            except NoScriptError:
-                # Redis restarted or its scripts were flushed: load ours again, once
-                await self.redis.script_load(self.scripts.record.script)
-                return await self.pipe.call(command)
+            keys, args = self._arguments(batch)
+            reply = await self.scripts.record(keys=keys, args=args)
         except RedisError as err:
-            raise StorageUnavailable(f"Redis refused the hit: {err}") from err
+            self._fail(batch, err)
+        else:
+            self._deliver(batch, reply)
+
+    def _replied(self, batch: _Batch, reply: asyncio.Future[Any]) -> None:
+        if reply.cancelled():
+            self._fail(batch, RedisError("the Redis pipeline was closed"))
+            return
+        err = reply.exception()
+        if err is None:
+            self._deliver(batch, reply.result())
+        elif isinstance(err, NoScriptError) and not batch.reloaded:
+            # Redis restarted or its scripts were flushed: load ours again, and run it once more
+            batch.reloaded = True
+            task = asyncio.ensure_future(self._reload_and_send(batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        else:
+            self._fail(batch, err)
+
+    async def _reload_and_send(self, batch: _Batch) -> None:
+        try:
+            await self.redis.script_load(self.scripts.record.script)
+        except RedisError as err:
+            self._fail(batch, err)
+        else:
+            self._send(batch)
+
+    @staticmethod
+    def _fail(batch: _Batch, err: BaseException) -> None:
+        for fut in batch.futures:
+            if not fut.done():
+                error = StorageUnavailable(f"Redis refused the hit: {err}")
+                error.__cause__ = err
+                fut.set_exception(error)
+
+    @staticmethod
+    def _deliver(batch: _Batch, reply: list[Any]) -> None:
+        if int(reply[0]) == 0:  # another salt: every hit is hashed again and sent again
+            outcome: _Outcome = (0, as_text(reply[1]))
+            for fut in batch.futures:
+                if not fut.done():
+                    fut.set_result(outcome)
+            return
+        built = bool(reply[1])
+        for i, fut in enumerate(batch.futures):
+            if not fut.done():
+                j = 2 + 3 * i
+                fut.set_result((int(reply[j]), bool(reply[j + 1]), int(reply[j + 2]), built))
 
     async def record(self, hit: Hit) -> Recorded:
         try:
@@ -308,14 +394,12 @@ class Recorder:
     async def _record(self, hit: Hit) -> Recorded:
         site = hit.site
         periods = self.calendar.at(hit.ts, site.tz)
-        cmd = self._command(site.id, periods)
         for _ in range(3):
-            salt = self.salts.get(site.id, periods.day)
-            reply = await self._run(cmd, periods, hit, salt)
-            status = int(reply[0])
+            outcome = await self._enqueue(hit, periods, self.salts.get(site.id, periods.day))
+            status = outcome[0]
             if status == 1:
-                return Recorded(bool(reply[1]), ArticleCount(int(reply[2])), bool(reply[3]))
-            if status == 2:
-                raise RateLimited(f"too many page views from this {as_text(reply[1])}")
-            self.salts.learn(site.id, periods.day, as_text(reply[1]))
+                return Recorded(outcome[1], ArticleCount(outcome[2]), outcome[3])
+            if status in LIMITED:
+                raise RateLimited(f"too many page views from this {LIMITED[status]}")
+            self.salts.learn(site.id, periods.day, outcome[1])
         raise StorageUnavailable("the day's salt kept changing under this process")

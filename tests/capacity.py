@@ -104,22 +104,24 @@ def instance_rate(
 
 
 def record_command(prefix: str) -> list[str]:
-    """The counting script's EVALSHA as a beacon sends it, with `__rand_int__` for the visitor."""
+    """The counting script's EVALSHA for a batch of one beacon (the least a beacon can share a run
+    with), with `__rand_int__` for the visitor."""
     now = time.time()
     p = Calendar().at(now, ZoneInfo("Asia/Ho_Chi_Minh"))
     k = SiteKeys(prefix, SITE)
     keys = [
-        k.salt(p.day), k.seen, k.visit_articles("v__rand_int__"),
+        k.salt(p.day), k.seen,
         k.day(p.day), k.week(p.week), k.month(p.month), k.year(p.year), k.total,
         k.day_visitors(p.day), k.week_visitors(p.week), k.month_visitors(p.month),
         k.year_visitors(p.year), k.total_visitors, k.pending, k.pending_titles,
         k.articles_day(p.day), k.articles_week(p.week), k.articles_month(p.month),
-        k.articles_total, k.marker, k.rate_client("c__rand_int__"), k.rate_site,
+        k.articles_total, k.marker, k.rate_site,
+        k.visit_articles("v__rand_int__"), k.rate_client("c__rand_int__"),
     ]  # fmt: skip
     args = [
-        "0" * 32, "v__rand_int__", str(int(now * 1000)), "1800000", "1800000",
-        p.day.isoformat(), "123", "", "1", "100000",
+        "0" * 32, "1800000", "1800000", p.day.isoformat(), "1", "100000",
         *map(str, ttls(p, now)), "600", "60", "0", "0",
+        "v__rand_int__", str(int(now * 1000)), "123", "",
     ]  # fmt: skip
     sha = hashlib.sha1(lua("record").encode()).hexdigest()
     return ["EVALSHA", sha, str(len(keys)), *keys, *args]

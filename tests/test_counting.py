@@ -9,7 +9,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from aggregations.counters import MAX_BATCH, ArticleCount, Hit, Recorded
+from aggregations.errors import RateLimited
 from aggregations.keys import SiteKeys
+from analytics import appkeys as K
 from analytics.storage import open_redis
 from tests.conftest import add_site, at, send
 
@@ -170,6 +173,107 @@ async def test_concurrent_beacons_count_exactly(client):
     # unique visitors are a HyperLogLog estimate (0.81 % standard error)
     assert abs(body["today"]["visitors"] - 200) <= 6
     assert body["online"] == 200  # exact: a sorted set of who was seen when
+
+
+def runs_of(recorder):
+    """The sizes of the batches of hits the recorder sends, a run of the counting script each
+    (a batch sent again after Redis lost the script counts once)."""
+    sent = []
+    send_batch = recorder._send
+
+    def counting(batch):
+        if not batch.reloaded:
+            sent.append(len(batch.hits))
+        send_batch(batch)
+
+    recorder._send = counting
+    return sent
+
+
+def hit_at(site, ts, who, article=None, network=None):
+    return Hit(
+        site=site,
+        identity=who.encode(),
+        network=(network or who).encode(),
+        ts=ts,
+        article=article,
+        title=f"Bài {article}" if article else None,
+    )
+
+
+async def test_hits_of_one_tick_share_a_run_and_count_as_if_each_ran_alone(
+    make_client, settings, clock
+):
+    """Hits that arrive together go out as one run of the counting script, which judges each in
+    arrival order as a run of its own would: visits, per-visit article dedup, the day's article
+    cap, rate limits. Only their sum is written at once."""
+    limited = dataclasses.replace(
+        settings, max_articles_per_day=3, rate_limit_per_minute=60, rate_limit_burst=5
+    )
+    client = await make_client(settings=limited)
+    await add_site(client)
+    recorder = client.app[K.RECORDER]
+    site = client.app[K.SITES].get("caobang")
+    runs = runs_of(recorder)
+    now = clock.now()
+    hits = [hit_at(site, now, "a", "x") for _ in range(3)]  # a reload: x counted once
+    hits += [hit_at(site, now, "b", a) for a in ("y", "z", "w", "x")]  # w is the 4th id: capped
+    hits += [hit_at(site, now, "c", network="crowded") for _ in range(7)]  # burst 5
+    outcomes = await asyncio.gather(*(recorder.record(h) for h in hits), return_exceptions=True)
+    assert runs == [len(hits)]
+    articles = [o.article if isinstance(o, Recorded) else type(o) for o in outcomes]
+    assert articles == [
+        *(ArticleCount.COUNTED, ArticleCount.NONE, ArticleCount.NONE),
+        *(ArticleCount.COUNTED, ArticleCount.COUNTED, ArticleCount.CAPPED, ArticleCount.COUNTED),
+        *[ArticleCount.NONE] * 5,
+        *[RateLimited] * 2,
+    ]
+    assert [o.new_visit for o in outcomes if isinstance(o, Recorded)] == [
+        *(True, False, False, True, False, False, False, True),
+        *[False] * 4,
+    ]
+    body = await counters(client)
+    assert body["today"] == {"pageviews": 12, "visits": 3, "visitors": 3}
+    assert body["total"] == body["today"]
+    assert body["online"] == 3
+    read = await client.get("/api/v1/sites/caobang/articles?ids=x,y,z,w")
+    assert [a["views"] for a in (await read.json())["articles"]] == [2, 1, 1, 0]
+    titles = await open_redis(settings.redis_url).hgetall(
+        SiteKeys(settings.redis_prefix, "caobang").pending_titles
+    )
+    assert titles == {b"x": "Bài x".encode(), b"y": "Bài y".encode(), b"z": "Bài z".encode()}
+
+
+async def test_a_full_tick_is_split_into_runs_of_at_most_max_batch(client, clock):
+    recorder = client.app[K.RECORDER]
+    site = client.app[K.SITES].get("caobang")
+    runs = runs_of(recorder)
+    n = 2 * MAX_BATCH + 44
+    hits = [hit_at(site, clock.now(), f"v{i}", f"a{i % 7}") for i in range(n)]
+    outcomes = await asyncio.gather(*(recorder.record(h) for h in hits))
+    assert runs == [MAX_BATCH, MAX_BATCH, 44]
+    assert all(o.new_visit and o.article is ArticleCount.COUNTED for o in outcomes)
+    assert (await counters(client))["today"]["pageviews"] == n
+    assert (await views(client, "a0"))["views"] == len(range(0, n, 7))
+
+
+async def test_a_run_hashed_with_another_salt_is_hashed_again_and_counted_once(client, clock):
+    """Another process made the day's salt first: the whole run is refused unchanged, and every
+    hit in it is hashed with the salt Redis holds and sent again, together."""
+    recorder = client.app[K.RECORDER]
+    site = client.app[K.SITES].get("caobang")
+    day = recorder.calendar.at(clock.now(), site.tz).day
+    keys = SiteKeys(client.app[K.SETTINGS].redis_prefix, "caobang")
+    await open_redis(client.app[K.SETTINGS].redis_url).set(keys.salt(day), "ab" * 16)
+    recorder.salts.learn("caobang", day, "cd" * 16)
+    runs = runs_of(recorder)
+    hits = [hit_at(site, clock.now(), f"v{i}", "1") for i in range(5)]
+    outcomes = await asyncio.gather(*(recorder.record(h) for h in hits))
+    assert runs == [5, 5]
+    assert all(o.new_visit for o in outcomes)
+    assert recorder.salts.get("caobang", day) == "ab" * 16
+    assert (await counters(client))["today"] == {"pageviews": 5, "visits": 5, "visitors": 5}
+    assert (await views(client, "1"))["views"] == 5
 
 
 async def test_article_counts_once_per_visit(client, clock):
