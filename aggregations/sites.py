@@ -7,8 +7,9 @@ periodically, by `analytics`.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -64,7 +65,8 @@ def normalize_domain(value: object, field: str = "domains") -> str:
     raise InvalidInput(f"{field} must hold host names such as portal.example.gov.vn", field)
 
 
-def host_allowed(host: str | None, domains: Sequence[str]) -> bool:
+@lru_cache(maxsize=8192)  # every beacon asks twice (origin, page), of the same few hosts
+def host_allowed(host: str | None, domains: tuple[str, ...]) -> bool:
     """True when `host` is one of `domains` or a subdomain of one; `www.` and bare are the same."""
     if not domains:
         return True

@@ -24,34 +24,45 @@ def parse_networks(values: Iterable[str]) -> tuple[Network, ...]:
     return tuple(nets)
 
 
-# Parsing an address costs ~2 us and a beacon parses up to three (peer, hop, rate network);
-# the same few proxies and returning clients come again and again.
-@lru_cache(maxsize=16384)
-def _address(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+# An address as (version, integer, canonical text): what trust checks and the answer need,
+# without building ipaddress objects for the common IPv4 case (each costs microseconds, and a
+# beacon parses up to three addresses: peer, hop, rate network).
+Parsed = tuple[int, int, str]
+
+
+@lru_cache(maxsize=16384)  # the same few proxies and returning clients come again and again
+def _address(value: str) -> Parsed | None:
     value = value.strip()
     if value.startswith("[") and "]" in value:  # [v6]:port
         value = value[1 : value.index("]")]
     elif value.count(":") == 1:  # v4:port
         value = value.split(":", 1)[0]
     try:  # fast path, IPv4: C parser, as strict as ipaddress's (no leading zeros, four octets)
-        return ipaddress.IPv4Address(socket.inet_pton(socket.AF_INET, value))
+        packed = socket.inet_pton(socket.AF_INET, value)
     except OSError:
         pass
+    else:
+        return 4, int.from_bytes(packed, "big"), socket.inet_ntop(socket.AF_INET, packed)
     try:
         addr = ipaddress.ip_address(value)
     except ValueError:
         return None
     if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
-        return addr.ipv4_mapped
-    return addr
+        addr = addr.ipv4_mapped
+    return addr.version, int(addr), str(addr)
 
 
 class ClientResolver:
     def __init__(self, trusted: tuple[Network, ...] = ()) -> None:
         self.trusted = trusted
+        # (version, network address, mask) as integers: a membership test is one AND
+        self._ranges = tuple(
+            (net.version, int(net.network_address), int(net.netmask)) for net in trusted
+        )
 
-    def is_trusted(self, addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-        return any(addr in net for net in self.trusted)
+    def is_trusted(self, addr: Parsed) -> bool:
+        version, value, _ = addr
+        return any(v == version and value & mask == net for v, net, mask in self._ranges)
 
     def client(self, peer: str | None, forwarded_for: str | None) -> str:
         """The client's address: the peer, or when the peer is a trusted proxy, the right-most
@@ -59,8 +70,8 @@ class ClientResolver:
         addr = _address(peer or "")
         if addr is None:
             return peer or "unknown"
-        if not self.trusted or not forwarded_for or not self.is_trusted(addr):
-            return str(addr)
+        if not self._ranges or not forwarded_for or not self.is_trusted(addr):
+            return addr[2]
         for hop in reversed(forwarded_for.split(",")):
             hop_addr = _address(hop)
             if hop_addr is None:
@@ -68,7 +79,7 @@ class ClientResolver:
             addr = hop_addr
             if not self.is_trusted(hop_addr):
                 break
-        return str(addr)
+        return addr[2]
 
 
 @lru_cache(maxsize=16384)

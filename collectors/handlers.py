@@ -41,6 +41,11 @@ async def read_body(request: web.Request, limit: int = MAX_BODY) -> bytes:
     if length is not None:
         if length > limit:
             raise TooLarge(f"a beacon is at most {limit} bytes")
+        content = request.content
+        if content.is_eof():
+            # the whole body came with the headers (a beacon nearly always does): take it as it
+            # lies in the buffer, without request.read()'s loop of awaits (~8 us a beacon)
+            return content.read_nowait()
         return await request.read()  # the length is known and small: one read
     body = bytearray()
     while chunk := await request.content.read(limit + 1 - len(body)):
