@@ -22,7 +22,6 @@ from analytics.lifecycle import (
     rollup_ctx,
     sites_ctx,
 )
-from analytics.middleware import edge_middleware
 from analytics.routes import ROUTE_NAMES, setup_routes
 from analytics.settings import Settings
 from analytics.widget import WidgetViews
@@ -48,7 +47,6 @@ def create_app(
     """The app. A worker under the supervisor passes the `stores` (Redis and PostgreSQL URLs)
     that the supervisor resolved or started, and the `multiprocess_dir` of the metrics."""
     app = web.Application(
-        middlewares=[edge_middleware],
         client_max_size=max(MAX_BODY, 16 * 1024 * 1024),
     )
     app[K.SETTINGS] = settings

@@ -1,4 +1,5 @@
-"""Edges: every error answered as JSON (unknown routes included), and per-route metrics.
+"""Edges: every error answered as JSON (unknown routes included), and per-route metrics,
+wrapped around each route's handler (`edge`).
 
 A store that fails is answered 503 and counted once, here, by the operation the route stands
 for (the pixel, which answers every error with its GIF, counts its own).
@@ -63,46 +64,64 @@ def store_operations(route: str) -> tuple[str, str]:
     return "read", "read"
 
 
-async def answer(request: web.Request, handler: Handler, route: str) -> web.StreamResponse:
-    """The handler's answer, or the JSON error that stands for what it raised."""
-    try:
-        return await handler(request)
-    except StorageUnavailable as err:
+def answer_error(request: web.Request, err: Exception, route: str) -> web.StreamResponse:
+    """The JSON error that stands for what a handler raised (re-raises a non-error redirect)."""
+    if isinstance(err, StorageUnavailable):
         request.app[K.METRICS].store_error(err, *store_operations(route))
         return error_response(err.status, err.code, err.detail, err.field)
-    except AnalyticsError as err:
+    if isinstance(err, AnalyticsError):
         return error_response(err.status, err.code, err.detail, err.field)
-    except STORE_ERRORS as err:
+    if isinstance(err, STORE_ERRORS):
         request.app[K.METRICS].store_error(err, *store_operations(route))
         log.warning("%s: a store failed: %s", route, err)
         return error_response(503, "storage_unavailable", "a store is unavailable; try again")
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        code = HTTP_CODES.get(exc.status, "http_error")
-        detail = "no such resource" if exc.status == 404 else exc.reason
-        if exc.status == 405:
+    if isinstance(err, web.HTTPException):
+        if err.status < 400:
+            raise err
+        code = HTTP_CODES.get(err.status, "http_error")
+        detail = "no such resource" if err.status == 404 else err.reason
+        if err.status == 405:
             detail = f"{request.method} is not allowed here"
-        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
-        return error_response(exc.status, code, detail, headers=headers)
-    except Exception:
-        log.exception("unhandled error on %s", route)
-        return error_response(500, "internal", "the service failed to answer; it is logged")
+        headers = {"Allow": err.headers["Allow"]} if "Allow" in err.headers else None
+        return error_response(err.status, code, detail, headers=headers)
+    log.exception("unhandled error on %s", route, exc_info=err)
+    return error_response(500, "internal", "the service failed to answer; it is logged")
 
 
-@web.middleware
-async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Errors as JSON and per-route metrics in one layer: aiohttp builds the middleware chain
-    anew for every request, so each layer costs every beacon and every widget read."""
-    started = time.perf_counter()
-    route = request.match_info.route.name or "unmatched"
-    status = 500
-    try:
-        response = await answer(request, handler, route)
-        status = response.status
-        return response
-    except web.HTTPException as exc:  # a redirect or other non-error the handler raised
-        status = exc.status
-        raise
-    finally:
-        request.app[K.METRICS].observe_http(route, status, time.perf_counter() - started)
+def edge(route: str, handler: Handler) -> Handler:
+    """`handler` with the edges every route has: errors answered as JSON, and the route's
+    metrics. A wrapper per route rather than an aiohttp middleware: aiohttp runs a middleware
+    through two more coroutines of its own on every request, which cost a beacon about a tenth
+    of its CPU (measured: 258 -> 230 us without any middleware)."""
+
+    async def edged(request: web.Request) -> web.StreamResponse:
+        started = time.perf_counter()
+        status = 500
+        try:
+            try:
+                response = await handler(request)
+            except Exception as err:
+                response = answer_error(request, err, route)
+            status = response.status
+            return response
+        except web.HTTPException as exc:  # a redirect or other non-error the handler raised
+            status = exc.status
+            raise
+        finally:
+            request.app[K.METRICS].observe_http(route, status, time.perf_counter() - started)
+
+    return edged
+
+
+async def unmatched(request: web.Request) -> web.StreamResponse:
+    """The last route, matching any method and path the others did not: 404, or 405 with the
+    methods the path has - what aiohttp's router would answer, as JSON."""
+    allowed: set[str] = set()
+    for resource in request.app.router.resources():
+        if resource.name == "unmatched":
+            continue
+        _, methods = await resource.resolve(request)
+        allowed |= methods
+    if allowed:
+        raise web.HTTPMethodNotAllowed(request.method, sorted(allowed))
+    raise web.HTTPNotFound()

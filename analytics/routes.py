@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from analytics import admin, api, health, pages, scrape
+from analytics.middleware import edge, unmatched
 from analytics.openapi import OpenApiView
 from analytics.widget import WidgetViews
 from collectors.handlers import BeaconViews
@@ -38,28 +39,35 @@ ROUTE_NAMES = (
 
 
 def setup_routes(app: web.Application, beacons: BeaconViews, widget: WidgetViews) -> None:
-    app.router.add_routes(
-        [
-            web.get("/", pages.index, name="index"),
-            web.get("/t.js", beacons.tracker, name="tracker"),
-            web.post("/collect", beacons.collect, name="collect"),
-            web.options("/collect", beacons.preflight, name="collect_preflight"),
-            web.get("/collect.gif", beacons.pixel, name="pixel"),
-            web.get(SITE + "/counters", api.counters, name="counters"),
-            web.get(SITE + "/articles/{article}", api.article, name="article"),
-            web.get(SITE + "/articles", api.articles, name="articles"),
-            web.get(SITE + "/top", api.top, name="top"),
-            web.get(SITE + "/daily", api.daily, name="daily"),
-            web.options(SITE + READS, api.preflight, name="read_preflight"),
-            web.get("/widget.js", widget.script_js, name="widget_js"),
-            web.get("/widget/{site}", widget.page, name="widget_page"),
-            web.get("/badge/{site}/{article}.svg", widget.badge, name="badge"),
-            web.get("/api/v1/sites", admin.list_sites, name="sites"),
-            web.put(SITE, admin.put_site, name="site"),
-            web.post(SITE + "/baseline", admin.post_baseline, name="baseline"),
-            web.get("/healthz", health.healthz, name="healthz"),
-            web.get("/readyz", health.readyz, name="readyz"),
-            web.get("/metrics", scrape.metrics, name="metrics"),
-            web.get("/api/v1/openapi.json", OpenApiView().get, name="openapi"),
-        ]
-    )
+    routes = [
+        web.get("/", pages.index, name="index"),
+        web.get("/t.js", beacons.tracker, name="tracker"),
+        web.post("/collect", beacons.collect, name="collect"),
+        web.options("/collect", beacons.preflight, name="collect_preflight"),
+        web.get("/collect.gif", beacons.pixel, name="pixel"),
+        web.get(SITE + "/counters", api.counters, name="counters"),
+        web.get(SITE + "/articles/{article}", api.article, name="article"),
+        web.get(SITE + "/articles", api.articles, name="articles"),
+        web.get(SITE + "/top", api.top, name="top"),
+        web.get(SITE + "/daily", api.daily, name="daily"),
+        web.options(SITE + READS, api.preflight, name="read_preflight"),
+        web.get("/widget.js", widget.script_js, name="widget_js"),
+        web.get("/widget/{site}", widget.page, name="widget_page"),
+        web.get("/badge/{site}/{article}.svg", widget.badge, name="badge"),
+        web.get("/api/v1/sites", admin.list_sites, name="sites"),
+        web.put(SITE, admin.put_site, name="site"),
+        web.post(SITE + "/baseline", admin.post_baseline, name="baseline"),
+        web.get("/healthz", health.healthz, name="healthz"),
+        web.get("/readyz", health.readyz, name="readyz"),
+        web.get("/metrics", scrape.metrics, name="metrics"),
+        web.get("/api/v1/openapi.json", OpenApiView().get, name="openapi"),
+        web.route("*", "/{path:.*}", unmatched, name="unmatched"),  # last: what no other took
+    ]
+    app.router.add_routes([with_edge(route) for route in routes])
+
+
+def with_edge(route: web.RouteDef) -> web.RouteDef:
+    """The route with its handler wrapped in the edges (JSON errors, metrics by route name)."""
+    name = route.kwargs["name"]
+    assert name in ROUTE_NAMES, route
+    return web.RouteDef(route.method, route.path, edge(name, route.handler), route.kwargs)

@@ -25,8 +25,8 @@ PLACEHOLDER = re.compile(r"\{(\w+)(?::[^}]*)?\}")
 def routed(app: Any) -> set[tuple[str, str]]:
     found = set()
     for route in app.router.routes():
-        if route.method in UNDESCRIBED_METHODS:
-            continue
+        if route.method in UNDESCRIBED_METHODS or route.name == "unmatched":
+            continue  # "unmatched" is the catch-all that answers 404 and 405 as JSON
         path = PLACEHOLDER.sub(r"{\1}", route.resource.canonical)
         found.add((route.method, path))
     return found
