@@ -9,10 +9,11 @@ the tests' PostgreSQL (`tests.stores`), and `analytics serve`; then
 - per instance: `wrk` POSTs beacons to one instance (one worker process) for `--seconds`, each
   from its own client address, every other one with an article; on the cluster, and for
   comparison on the single Redis the tests use;
-- per shard: `redis-benchmark` runs the counting script itself (`lua/record.lua`, the same 22
-  keys and 19 arguments a beacon sends, a new visitor and client address each time, one
-  article), then the widget's read (`lua/read_counters.lua`), against the primary that serves
-  the site, and Redis reports each script's own CPU time per call (`INFO commandstats`).
+- per shard: `redis-benchmark` runs the counting script itself (`lua/record.lua`, as a batch
+  of one beacon - the most a beacon can cost, since the beacons of a tick share a run - with a
+  new visitor and client address each time, one article), then the widget's read
+  (`lua/read_counters.lua`), against the primary that serves the site, and Redis reports each
+  script's own CPU time per call (`INFO commandstats`).
 
 Needs `wrk` and `redis-benchmark` (Debian: wrk, redis-tools). Every figure is the min, median
 and max of `--rounds` rounds; on a shared 2-core machine they are noisy, and the load generator
