@@ -12,6 +12,7 @@ import asyncio
 import functools
 import hashlib
 import secrets
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from datetime import date, timedelta
 from enum import IntEnum
@@ -169,12 +170,13 @@ _Outcome = tuple[Any, ...]
 class _Batch:
     """The hits of one site, day and salt that arrived in one event-loop tick: one script run."""
 
-    __slots__ = ("cmd", "futures", "hits", "periods", "reloaded", "salt", "ts")
+    __slots__ = ("cmd", "futures", "hits", "key", "periods", "reloaded", "salt", "ts")
 
     def __init__(self, cmd: _Command, periods: Periods, salt: str, ts: float) -> None:
         self.cmd = cmd
         self.periods = periods
         self.salt = salt
+        self.key = bytes.fromhex(salt)  # the hash key of every visitor and client in the batch
         self.ts = ts
         self.hits: list[_HitArgs] = []
         self.futures: list[asyncio.Future[_Outcome]] = []
@@ -249,13 +251,12 @@ class Recorder:
         return cached
 
     @staticmethod
-    def _hit_args(cmd: _Command, hit: Hit, salt: str) -> _HitArgs:
-        key = bytes.fromhex(salt)
-        visitor = visitor_id(key, hit.identity)
-        client = visitor_id(key, hit.network)
+    def _hit_args(batch: _Batch, hit: Hit) -> _HitArgs:
+        visitor = visitor_id(batch.key, hit.identity)
+        client = visitor_id(batch.key, hit.network)
         return (
-            cmd.visit_articles + visitor,
-            cmd.rate_client + client,
+            batch.cmd.visit_articles + visitor,
+            batch.cmd.rate_client + client,
             visitor,
             int(hit.ts * 1000),
             hit.article or "",
@@ -277,7 +278,7 @@ class Recorder:
                 self._dispatch_scheduled = True
                 loop.call_soon(self._dispatch)
         fut: asyncio.Future[_Outcome] = loop.create_future()
-        batch.hits.append(self._hit_args(batch.cmd, hit, salt))
+        batch.hits.append(self._hit_args(batch, hit))
         batch.futures.append(fut)
         return fut
 
@@ -320,12 +321,16 @@ class Recorder:
 
     def _send(self, batch: _Batch) -> None:
         if self.pipe is None:
-            task = asyncio.ensure_future(self._run_routed(batch))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._spawn(self._run_routed(batch))
             return
         reply = self.pipe.call(self._pack(batch))
         reply.add_done_callback(functools.partial(self._replied, batch))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run `work` as a task, kept referenced until it is done."""
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _run_routed(self, batch: _Batch) -> None:
         try:
@@ -346,9 +351,7 @@ class Recorder:
         elif isinstance(err, NoScriptError) and not batch.reloaded:
             # Redis restarted or its scripts were flushed: load ours again, and run it once more
             batch.reloaded = True
-            task = asyncio.ensure_future(self._reload_and_send(batch))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._spawn(self._reload_and_send(batch))
         else:
             self._fail(batch, err)
 

@@ -54,7 +54,6 @@ def _address(value: str) -> Parsed | None:
 
 class ClientResolver:
     def __init__(self, trusted: tuple[Network, ...] = ()) -> None:
-        self.trusted = trusted
         # (version, network address, mask) as integers: a membership test is one AND
         self._ranges = tuple(
             (net.version, int(net.network_address), int(net.netmask)) for net in trusted
