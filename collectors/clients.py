@@ -39,10 +39,10 @@ def _address(value: str) -> Parsed | None:
         value = value.split(":", 1)[0]
     try:  # fast path, IPv4: C parser, as strict as ipaddress's (no leading zeros, four octets)
         packed = socket.inet_pton(socket.AF_INET, value)
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a NUL in the text
         pass
-    else:
-        return 4, int.from_bytes(packed, "big"), socket.inet_ntop(socket.AF_INET, packed)
+    else:  # what inet_pton takes (four decimal octets, no leading zeros) is already canonical
+        return 4, int.from_bytes(packed, "big"), value
     try:
         addr = ipaddress.ip_address(value)
     except ValueError:
@@ -61,7 +61,11 @@ class ClientResolver:
 
     def is_trusted(self, addr: Parsed) -> bool:
         version, value, _ = addr
-        return any(v == version and value & mask == net for v, net, mask in self._ranges)
+        # a loop, not any(...): no generator made for every address checked
+        for v, net, mask in self._ranges:  # noqa: SIM110
+            if v == version and value & mask == net:
+                return True
+        return False
 
     def client(self, peer: str | None, forwarded_for: str | None) -> str:
         """The client's address: the peer, or when the peer is a trusted proxy, the right-most

@@ -35,6 +35,7 @@ PROXIES = ClientResolver(parse_networks(["10.0.0.0/8", "192.0.2.10", "2001:db8:f
         # garbage in the chain: trust nothing left of it
         ("10.0.0.1", "198.51.100.1, not-an-address", "10.0.0.1"),
         ("10.0.0.1", "198.51.100.1, unknown, 10.0.0.3", "10.0.0.3"),
+        ("10.0.0.1", "198.51.100.1\x00", "10.0.0.1"),  # a NUL: not an address, not a crash
         # ports, brackets and IPv4-mapped IPv6 are read as the address they are
         ("10.0.0.1", "198.51.100.1:4711", "198.51.100.1"),
         ("10.0.0.1", "[2001:db8:1::7]:443", "2001:db8:1::7"),
