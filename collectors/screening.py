@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from functools import lru_cache
 
 import crawleruseragents
+from multidict import istr
 
 from aggregations.metrics import Drop
 from aggregations.sites import Site
@@ -34,7 +35,9 @@ EXTRA_BOTS = re.compile(
 # 400 characters; twice the next power of two above that is no person's.
 MAX_USER_AGENT = 1024
 CACHEABLE = 512  # longer user agents are classified every time instead of filling the cache
-PREFETCH_HEADERS = ("Sec-Purpose", "Purpose", "X-Purpose", "X-Moz")
+# case-insensitive keys made once: a header lookup by a plain str lowercases it every time
+PREFETCH_HEADERS = tuple(istr(h) for h in ("Sec-Purpose", "Purpose", "X-Purpose", "X-Moz"))
+DNT, GPC = istr("DNT"), istr("Sec-GPC")
 
 
 def absurd(user_agent: str) -> bool:
@@ -45,13 +48,15 @@ def absurd(user_agent: str) -> bool:
 
 @lru_cache(maxsize=8192)
 def _classify(user_agent: str) -> bool:
-    return bool(EXTRA_BOTS.search(user_agent)) or crawleruseragents.is_crawler(user_agent)
+    return (
+        absurd(user_agent)
+        or bool(EXTRA_BOTS.search(user_agent))
+        or crawleruseragents.is_crawler(user_agent)
+    )
 
 
 def is_bot(user_agent: str) -> bool:
-    if absurd(user_agent):
-        return True
-    if len(user_agent) > CACHEABLE:
+    if len(user_agent) > CACHEABLE:  # classified every time; past MAX_USER_AGENT by its length
         return _classify.__wrapped__(user_agent)
     return _classify(user_agent)
 
@@ -69,6 +74,6 @@ def screen(site: Site, user_agent: str, headers: Mapping[str, str]) -> Drop | No
         return Drop.PREFETCH
     if is_bot(user_agent):
         return Drop.BOT
-    if site.respect_dnt and (headers.get("DNT") == "1" or headers.get("Sec-GPC") == "1"):
+    if site.respect_dnt and (headers.get(DNT) == "1" or headers.get(GPC) == "1"):
         return Drop.DNT
     return None
