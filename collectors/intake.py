@@ -81,9 +81,10 @@ class Intake:
     def check_origin(self, site: Site, beacon: Beacon, origin: str | None) -> None:
         if not site.domains:
             return
-        if origin is not None and not host_allowed(hostname(origin), site.domains):
-            raise OriginRefused(f"origin {origin[:100]!r} is not one of the site's domains")
-        if not host_allowed(hostname(beacon.url), site.domains):
+        refused = origin_refused(origin, beacon.url, site.domains)
+        if refused == "origin":
+            raise OriginRefused(f"origin {(origin or '')[:100]!r} is not one of the site's domains")
+        if refused == "url":
             raise OriginRefused("url is not on one of the site's domains", "url")
 
     def count_error(self, err: AnalyticsError) -> None:
@@ -113,15 +114,24 @@ class Intake:
             self.count_error(err)
             raise
         if recorded.article is ArticleCount.CAPPED:
-            self._capped.inc()
+            self.metrics.tick.inc(self._capped)
             return site, Drop.ID_CAP
-        self._counted.inc()
+        self.metrics.tick.inc(self._counted)
         if not recorded.built and self.on_unbuilt is not None:
             self.on_unbuilt()
         return site, None
 
 
-@lru_cache(maxsize=8192)  # origins repeat per site, URLs per popular page
+@lru_cache(maxsize=16384)  # one lookup a beacon: the origin repeats, and so do popular pages
+def origin_refused(origin: str | None, url: str, domains: tuple[str, ...]) -> str | None:
+    """Which of the sending page's origin and its url is not on one of `domains`, if any."""
+    if origin is not None and not host_allowed(hostname(origin), domains):
+        return "origin"
+    if not host_allowed(hostname(url), domains):
+        return "url"
+    return None
+
+
 def hostname(url: str) -> str | None:
     try:
         return urlsplit(url).hostname

@@ -4,13 +4,21 @@ and dashboard read moves. Redis and PostgreSQL are real, behind proxies the test
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import re
 from typing import Any
 
 import pytest
+from prometheus_client import generate_latest
 
-from aggregations.metrics import POSTGRES_OPERATIONS, REDIS_OPERATIONS, STATUS_CLASSES, Drop
+from aggregations.metrics import (
+    POSTGRES_OPERATIONS,
+    REDIS_OPERATIONS,
+    STATUS_CLASSES,
+    Drop,
+    Metrics,
+)
 from aggregations.sites import make_site
 from aggregations.stats import StoreStats
 from analytics.lifecycle import rollup_pass
@@ -54,6 +62,45 @@ async def test_a_fresh_scrape_passes_promtool_with_every_label_value_there(clien
     assert found["analytics_rollup_leader"] == 0
     # sub-millisecond buckets, for beacons answered from one Redis round trip
     assert 'analytics_http_request_duration_seconds_bucket{le="0.0001",route="collect"}' in found
+
+
+def exposition(metrics: Metrics) -> list[str]:
+    """The text a scrape gives, but the `_created` times (two registries differ there)."""
+    text = generate_latest(metrics.registry).decode()
+    return [line for line in text.splitlines() if "_created" not in line]
+
+
+# on a bucket's bound (it counts there: le is inclusive), between bounds, past the last (+Inf)
+DURATIONS = (0.0001, 0.00005, 0.0003, 0.001, 0.0049, 0.0049, 0.02, 3.0, 100.0, 0.0001)
+
+
+async def test_a_ticks_requests_add_up_to_what_observing_each_gives():
+    """The per-request instruments are kept in plain numbers through a tick and added to the
+    children's bucket values after it (`TickBuffer`): the scrape must read exactly what
+    prometheus-client's own `observe` and `inc` give for the same requests."""
+    direct, ticked = Metrics(routes=("collect",)), Metrics(routes=("collect",))
+    for seconds in DURATIONS:
+        direct.http_requests.labels("collect", "2xx").inc()
+        direct.http_duration.labels("collect").observe(seconds)
+        ticked.observe_http("collect", 204, seconds)
+    direct.http_requests.labels("collect", "4xx").inc()
+    direct.http_duration.labels("collect").observe(0.002)
+    ticked.observe_http("collect", 413, 0.002)
+    direct.beacons.labels("counted", "none").inc(2)
+    ticked.tick.inc(ticked.beacons.labels("counted", "none"))
+    ticked.tick.inc(ticked.beacons.labels("counted", "none"))
+    assert exposition(ticked) != exposition(direct)  # within the tick: not added yet
+    await asyncio.sleep(0)  # the tick ends
+    assert exposition(ticked) == exposition(direct)
+
+
+def test_outside_an_event_loop_requests_are_added_at_once():
+    direct, ticked = Metrics(routes=("collect",)), Metrics(routes=("collect",))
+    for seconds in DURATIONS:
+        direct.http_requests.labels("collect", "2xx").inc()
+        direct.http_duration.labels("collect").observe(seconds)
+        ticked.observe_http("collect", 204, seconds)
+        assert exposition(ticked) == exposition(direct)
 
 
 @pytest.fixture
