@@ -45,9 +45,10 @@ def setup_routes(app: web.Application, beacons: BeaconViews, widget: WidgetViews
         web.post("/collect", beacons.collect, name="collect"),
         web.options("/collect", beacons.preflight, name="collect_preflight"),
         web.get("/collect.gif", beacons.pixel, name="pixel"),
+        # the widget's two reads first: routes under /api/v1/sites are tried in this order
         web.get(SITE + "/counters", api.counters, name="counters"),
-        web.get(SITE + "/articles/{article}", api.article, name="article"),
         web.get(SITE + "/articles", api.articles, name="articles"),
+        web.get(SITE + "/articles/{article}", api.article, name="article"),
         web.get(SITE + "/top", api.top, name="top"),
         web.get(SITE + "/daily", api.daily, name="daily"),
         web.options(SITE + READS, api.preflight, name="read_preflight"),
