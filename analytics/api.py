@@ -14,7 +14,7 @@ from aggregations.errors import InvalidInput, UnknownSite
 from aggregations.reads import TOP_PERIODS
 from aggregations.sites import Site, check_article_id, check_site_id
 from analytics import appkeys as K
-from analytics.responses import PREFLIGHT, cached, etag_of, read_json
+from analytics.responses import PREFLIGHT, Cacheable, read_json
 
 MAX_IDS = 100
 MAX_LIMIT = 100
@@ -41,17 +41,17 @@ async def hot_json(
     key: Hashable,
     read: Callable[[float], Awaitable[Any]],
 ) -> web.Response:
-    """A widget read, its encoded answer kept in the read cache (`aggregations.readcache`):
-    within the second, the next identical request skips Redis, JSON encoding and hashing."""
+    """A widget read, its encoded answer and headers kept in the read cache
+    (`aggregations.readcache`): within the second, the next identical request skips Redis,
+    JSON encoding, hashing and building the headers."""
     app = request.app
     now = app[K.CLOCK].now()
     cache = app[K.READ_CACHE]
-    found = cache.get(site.id, key, now)
+    found: Cacheable | None = cache.get(site.id, key, now)
     if found is None:
-        body = msgspec.json.encode(await read(now))
-        found = (body, etag_of(body))
+        found = Cacheable(msgspec.json.encode(await read(now)), "application/json")
         cache.put(site.id, key, now, found)
-    return cached(request, found[0], "application/json", etag=found[1])
+    return found.response(request)
 
 
 async def counters(request: web.Request) -> web.Response:

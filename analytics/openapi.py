@@ -16,7 +16,7 @@ from aiohttp import web
 from aggregations.reads import PERIODS, TOP_PERIODS
 from analytics import api
 from analytics.admin import MAX_COUNT
-from analytics.responses import cached
+from analytics.responses import Cacheable
 from collectors.beacons import MAX_BODY, MAX_TITLE, MAX_URL
 
 Schema = dict[str, Any]
@@ -557,10 +557,10 @@ def document() -> dict[str, Any]:
 
 
 class OpenApiView:
-    """Serves the document, encoded once."""
+    """Serves the document, encoded (and its ETag made) once."""
 
     def __init__(self) -> None:
-        self.body = msgspec.json.encode(document())
+        self.answer = Cacheable(msgspec.json.encode(document()), "application/json", max_age=3600)
 
     async def get(self, request: web.Request) -> web.Response:
-        return cached(request, self.body, "application/json", max_age=3600)
+        return self.answer.response(request)

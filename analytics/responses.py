@@ -31,6 +31,34 @@ def not_modified(request: web.Request, etag: str) -> bool:
     return "*" in tags or etag in tags or etag.removeprefix("W/") in tags
 
 
+class Cacheable:
+    """An answer's body with its validators and headers, made once: the read cache keeps these,
+    and each request it answers builds only its response."""
+
+    __slots__ = ("body", "etag", "headers", "validators")
+
+    def __init__(
+        self,
+        body: bytes,
+        content_type: str,
+        max_age: int = READ_MAX_AGE,
+        charset: str | None = None,
+        etag: str | None = None,
+    ) -> None:
+        self.body = body
+        self.etag = etag or etag_of(body)
+        self.validators = {"Cache-Control": f"public, max-age={max_age}", "ETag": self.etag, **CORS}
+        if charset:
+            content_type += "; charset=" + charset
+        self.headers = {**self.validators, "Content-Type": content_type}
+
+    def response(self, request: web.Request) -> web.Response:
+        """The body, or 304 when the client already has it."""
+        if not_modified(request, self.etag):
+            return web.Response(status=304, headers=self.validators)
+        return web.Response(body=self.body, headers=self.headers)
+
+
 def cached(
     request: web.Request,
     body: bytes,
@@ -40,11 +68,7 @@ def cached(
     etag: str | None = None,
 ) -> web.Response:
     """`body` with validators; 304 when the client already has it."""
-    etag = etag or etag_of(body)
-    headers = {"Cache-Control": f"public, max-age={max_age}", "ETag": etag, **CORS}
-    if not_modified(request, etag):
-        return web.Response(status=304, headers=headers)
-    return web.Response(body=body, content_type=content_type, charset=charset, headers=headers)
+    return Cacheable(body, content_type, max_age, charset, etag).response(request)
 
 
 def read_json(request: web.Request, payload: Any, max_age: int = READ_MAX_AGE) -> web.Response:
