@@ -5,11 +5,12 @@ creates them on a registry of its choosing (a fresh one per app in tests) and se
 No label takes a user-supplied value: routes are the router's names, reasons a closed set, and
 sites (configured by the operator) only on the online-visitors gauge, capped.
 
-These are the instruments a process updates as it works (a counter increment per beacon, nothing
-more). What only Redis knows - the rollup backlog and lag, visitors online per site, Redis memory -
-is read when Prometheus scrapes (`analytics.scrape`), never per beacon. With several worker
-processes, prometheus-client's multiprocess mode keeps each value in a file per process and a
-scrape sums them; each gauge below says how its per-process values combine.
+These are the instruments a process updates as it works (per request, a few additions to plain
+numbers, which reach the instruments once an event-loop tick: `TickBuffer`). What only Redis
+knows - the rollup backlog and lag, visitors online per site, Redis memory - is read when
+Prometheus scrapes (`analytics.scrape`), never per beacon. With several worker processes,
+prometheus-client's multiprocess mode keeps each value in a file per process and a scrape sums
+them; each gauge below says how its per-process values combine.
 """
 
 from __future__ import annotations
