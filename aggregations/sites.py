@@ -7,9 +7,8 @@ periodically, by `analytics`.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -65,8 +64,7 @@ def normalize_domain(value: object, field: str = "domains") -> str:
     raise InvalidInput(f"{field} must hold host names such as portal.example.gov.vn", field)
 
 
-@lru_cache(maxsize=8192)  # every beacon asks twice (origin, page), of the same few hosts
-def host_allowed(host: str | None, domains: tuple[str, ...]) -> bool:
+def host_allowed(host: str | None, domains: Sequence[str]) -> bool:
     """True when `host` is one of `domains` or a subdomain of one; `www.` and bare are the same."""
     if not domains:
         return True

@@ -122,7 +122,9 @@ class Intake:
         return site, None
 
 
-@lru_cache(maxsize=16384)  # one lookup a beacon: the origin repeats, and so do popular pages
+# the one cache of the check (host_allowed and hostname have none of their own): one lookup a
+# beacon, as the origin repeats and so do popular pages
+@lru_cache(maxsize=16384)
 def origin_refused(origin: str | None, url: str, domains: tuple[str, ...]) -> str | None:
     """Which of the sending page's origin and its url is not on one of `domains`, if any."""
     if origin is not None and not host_allowed(hostname(origin), domains):
