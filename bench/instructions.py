@@ -30,15 +30,13 @@ from pathlib import Path
 import aiohttp
 import redis
 
+from bench.__main__ import SCENARIOS, path_of
 from bench.exact import UA
 from bench.servers import DOMAIN, SITE, add_site, free_port, service_env, stop, wait_ready
 from bench.stores import REDIS_URL, bench_stores
 
-ARTICLE_IDS = ",".join(str(i) for i in range(1, 21))
-PATHS = {
-    "counters": f"/api/v1/sites/{SITE}/counters",
-    "articles": f"/api/v1/sites/{SITE}/articles?ids={ARTICLE_IDS}",
-}
+# the read paths the wrk rounds of `python -m bench` use
+PATHS = {s.name: path_of(s) for s in SCENARIOS if s.name != "collect"}
 
 
 async def drive(url: str, scenario: str, count: int, seed: int, concurrency: int = 16) -> int:
