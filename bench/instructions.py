@@ -8,6 +8,11 @@ instrumentation off, warms it with 300 requests, counts the instructions of the 
 (16 at a time, from this process), and prints them per request. User-space instructions only: the
 kernel's share of a socket write is not in them, nor is Redis's work.
 
+`record` counts Redis's instructions instead: the counting script (`lua/record.lua`) run by the
+service's own `Recorder` on a private redis-server under callgrind, in fixed batches of 15 hits
+(what a run holds under the bench's load), per hit. Batches of a fixed size make it the same
+figure run after run, which Redis CPU read off `INFO` during a wrk round is not.
+
 Reads are answered from the one-second read cache; under valgrind a request is some 50 times
 slower, so the cache runs out more often per request than at full speed and each refill costs a
 Redis round trip. The run prints how many reads went to Redis, to tell such runs apart.
@@ -25,11 +30,17 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import aiohttp
 import redis
+import redis.asyncio as aredis
 
+from aggregations.counters import CountingPolicy, Hit, Recorder
+from aggregations.pipeline import GroupCommit
+from aggregations.scripts import Scripts
+from aggregations.sites import Site
 from bench.__main__ import SCENARIOS, path_of
 from bench.exact import UA
 from bench.servers import DOMAIN, SITE, add_site, free_port, service_env, stop, wait_ready
@@ -72,6 +83,12 @@ async def drive(url: str, scenario: str, count: int, seed: int, concurrency: int
     return ok
 
 
+def callgrind_control(pid: int, *args: str) -> None:
+    """Switch counting on or off (`-i on|off`) or dump (`-d`), synchronously: no request or
+    script run slips past the switch."""
+    subprocess.run(["callgrind_control", *args, str(pid)], capture_output=True)
+
+
 def total_instructions(path: str) -> int:
     out = subprocess.run(["callgrind_annotate", path], capture_output=True, text=True).stdout
     found = re.search(r"([\d,]+) \(100\.0%\)\s+PROGRAM TOTALS", out)
@@ -102,18 +119,15 @@ def measure(scenario: str, requests: int, bare: bool, workdir: Path) -> None:
             url = f"http://127.0.0.1:{port}"
             wait_ready(url, proc, timeout=300)
             asyncio.run(drive(url, scenario, 300, seed=1))
-            subprocess.run(["callgrind_control", "-i", "on", str(proc.pid)], capture_output=True)
+            callgrind_control(proc.pid, "-i", "on")
             calls = redis_calls()
             ok = asyncio.run(drive(url, scenario, requests, seed=2))
             calls = redis_calls() - calls
-            subprocess.run(["callgrind_control", "-i", "off", str(proc.pid)], capture_output=True)
-            subprocess.run(["callgrind_control", "-d", str(proc.pid)], capture_output=True)
+            callgrind_control(proc.pid, "-i", "off")
+            callgrind_control(proc.pid, "-d")
         finally:
             stop(proc)
-    dumps = [p for p in glob.glob(f"{out}.*") if p.rsplit(".", 1)[-1].isdigit()]
-    if not dumps:
-        raise RuntimeError("callgrind wrote no dump of the measured requests")
-    counted = total_instructions(max(dumps, key=os.path.getmtime))
+    counted = last_dump(out)
     server = "bare app" if bare else "service"
     print(
         f"{scenario} on the {server}: {counted / requests:,.0f} instructions a request"
@@ -121,17 +135,97 @@ def measure(scenario: str, requests: int, bare: bool, workdir: Path) -> None:
     )
 
 
+async def record_batches(url: str, pid: int, batch: int, warm: int, counted: int) -> None:
+    """`warm` then `counted` batches of `batch` hits through a `Recorder` (one script run each:
+    the hits of a batch are recorded in one tick), callgrind counting only the latter."""
+    client = aredis.Redis.from_url(url)
+    scripts = Scripts(client)
+    pipe = GroupCommit(url)
+    recorder = Recorder(client, scripts, "instructions", CountingPolicy(), pipe=pipe)
+    site = Site(SITE, domains=(DOMAIN,))
+    rng = random.Random(7)
+    ts = 1_795_000_000.0  # a fixed clock: the same days, the same keys, run after run
+
+    def hit() -> Hit:
+        nonlocal ts
+        ts += 0.004
+        visitor = rng.randrange(20_000)  # some come back within the visit, as on a portal
+        article = str(int(5000 ** rng.random()))
+        return Hit(
+            site=site,
+            identity=b"visitor %d" % visitor,
+            network=b"198.18.%d.%d" % (visitor >> 8 & 255, visitor & 255),
+            ts=ts,
+            article=article,
+            title=f"Thông báo {article}",
+        )
+
+    try:
+        await client.script_load(scripts.record.script)
+        for i in range(warm + counted):
+            if i == warm:
+                callgrind_control(pid, "-i", "on")
+            await asyncio.gather(*(recorder.record(hit()) for _ in range(batch)))
+        callgrind_control(pid, "-i", "off")
+        callgrind_control(pid, "-d")
+    finally:
+        await pipe.aclose()
+        await client.aclose()
+
+
+def measure_script(batches: int, workdir: Path, batch: int = 15) -> None:
+    out = workdir / "callgrind.out"
+    port = free_port()
+    cmd = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}"]
+    cmd += ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+    cmd += ["--appendonly", "no"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        url = f"redis://127.0.0.1:{port}/0"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                redis.Redis.from_url(url).ping()
+                break
+            except redis.ConnectionError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("redis-server under valgrind did not start") from None
+                time.sleep(0.2)
+        asyncio.run(record_batches(url, proc.pid, batch, warm=200, counted=batches))
+    finally:
+        stop(proc)
+    hits = batch * batches
+    print(
+        f"counting script in Redis: {last_dump(out) / hits:,.0f} instructions a hit"
+        f" ({batches} runs of {batch} hits)"
+    )
+
+
+def last_dump(out: Path) -> int:
+    """The instructions of callgrind's last dump (the counted part) of the run writing `out`."""
+    dumps = [p for p in glob.glob(f"{out}.*") if p.rsplit(".", 1)[-1].isdigit()]
+    if not dumps:
+        raise RuntimeError("callgrind wrote no dump of the measured part")
+    return total_instructions(max(dumps, key=os.path.getmtime))
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.instructions", description=__doc__)
-    p.add_argument("scenario", choices=("collect", "counters", "articles"))
+    p.add_argument("scenario", choices=("collect", "counters", "articles", "record"))
     p.add_argument("--requests", type=int, default=2000, help="requests counted (2000)")
+    p.add_argument("--runs", type=int, default=300, help="record: script runs counted (300)")
     p.add_argument("--bare", action="store_true", help="count the bare app instead")
     args = p.parse_args(argv)
-    for tool in ("valgrind", "callgrind_control", "callgrind_annotate"):
+    tools = ["valgrind", "callgrind_control", "callgrind_annotate"]
+    for tool in tools + (["redis-server"] if args.scenario == "record" else []):
         if shutil.which(tool) is None:
-            raise SystemExit(f"bench.instructions needs {tool} (Debian package valgrind)")
+            package = "redis-server" if tool == "redis-server" else "valgrind"
+            raise SystemExit(f"bench.instructions needs {tool} (Debian package {package})")
     with tempfile.TemporaryDirectory(prefix="bench-callgrind-") as tmp:
-        measure(args.scenario, args.requests, args.bare, Path(tmp))
+        if args.scenario == "record":
+            measure_script(args.runs, Path(tmp))
+        else:
+            measure(args.scenario, args.requests, args.bare, Path(tmp))
     return 0
 
 
