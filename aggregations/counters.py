@@ -9,6 +9,7 @@ day, created in Redis by the first hit of the day and deleted 48 h after the day
 from __future__ import annotations
 
 import asyncio
+import binascii
 import functools
 import hashlib
 import secrets
@@ -106,19 +107,19 @@ def ttls(periods: Periods, now: float) -> list[int]:
 
 
 class Hasher:
-    """Visitor (and client) ids under one salt: `blake2b(identity, key=salt)`, 8 bytes, in hex.
-    The key's block is hashed once; each id copies that state (half the time of hashing the key
-    again for every visitor and client)."""
+    """Visitor (and client) ids under one salt: `blake2b(identity, key=salt)`, 8 bytes, in hex
+    (ASCII bytes, as they go to Redis). The key's block is hashed once; each id copies that state
+    (half the time of hashing the key again for every visitor and client)."""
 
     __slots__ = ("_keyed",)
 
     def __init__(self, salt: bytes) -> None:
         self._keyed = hashlib.blake2b(key=salt, digest_size=8)
 
-    def __call__(self, identity: bytes) -> str:
+    def __call__(self, identity: bytes) -> bytes:
         h = self._keyed.copy()
         h.update(identity)
-        return h.hexdigest()
+        return binascii.hexlify(h.digest())
 
 
 class Salts:
@@ -156,8 +157,9 @@ class _Command:
     hit encodes only what is its own: visitor, client, time, article, title."""
 
     def __init__(self, k: SiteKeys, keys: list[str], policy: list[Any], limits: list[int]) -> None:
-        self.visit_articles = k.visit_articles("")  # key prefixes, completed with the visitor
-        self.rate_client = k.rate_client("")  # and with the client's hash
+        # key prefixes, completed with the visitor and with the client's hash
+        self.visit_articles = k.visit_articles("").encode()
+        self.rate_client = k.rate_client("").encode()
         self.keys = keys  # the 20 constant keys, see lua/record.lua
         self.policy = policy  # ARGV 2..6: visit timeout, seen retention, day, dedup, cap
         self.limits = limits  # ARGV 12..15
@@ -176,18 +178,24 @@ class _Command:
         return self.ttls
 
 
-# a hit's own arguments: visit-articles key, client bucket key, visitor, now (ms), article, title
-_HitArgs = tuple[str, str, str, int, str, str]
+# a hit's own arguments, encoded: visit-articles key, client bucket key, visitor, now (ms),
+# article, title
+_HitArgs = tuple[bytes, bytes, bytes, bytes, bytes, bytes]
 # a hit's outcome: (status, new_visit, article, built), or (0, salt) for another day's salt
 _Outcome = tuple[Any, ...]
+
+
+_KEYS_OF_HIT = b"$%d\r\n%b\r\n" * 2  # a hit's keys and arguments as RESP bulk strings
+_ARGS_OF_HIT = b"$%d\r\n%b\r\n" * 4
 
 
 class _Batch:
     """The hits of one site, day and salt that arrived in one event-loop tick: one script run."""
 
-    __slots__ = ("cmd", "futures", "hash", "hits", "periods", "reloaded", "salt", "ts")
+    __slots__ = ("cmd", "futures", "hash", "hits", "loop", "periods", "reloaded", "salt", "ts")
 
     def __init__(self, cmd: _Command, periods: Periods, salt: str, ts: float) -> None:
+        self.loop = asyncio.get_running_loop()  # once a batch, not once a hit (it asks getpid)
         self.cmd = cmd
         self.periods = periods
         self.salt = salt
@@ -268,19 +276,18 @@ class Recorder:
     @staticmethod
     def _hit_args(batch: _Batch, hit: Hit) -> _HitArgs:
         visitor = batch.hash(hit.identity)
-        client = batch.hash(hit.network)
+        cmd = batch.cmd
         return (
-            batch.cmd.visit_articles + visitor,
-            batch.cmd.rate_client + client,
+            cmd.visit_articles + visitor,
+            cmd.rate_client + batch.hash(hit.network),
             visitor,
-            int(hit.ts * 1000),
-            hit.article or "",
-            hit.title or "",
+            b"%d" % int(hit.ts * 1000),
+            hit.article.encode() if hit.article else b"",
+            hit.title.encode() if hit.title else b"",
         )
 
     def _enqueue(self, hit: Hit, periods: Periods, salt: str) -> asyncio.Future[_Outcome]:
         """Add `hit` to this tick's batch of its site, day and salt; the future of its outcome."""
-        loop = asyncio.get_running_loop()
         site = hit.site.id
         key = (site, periods.day, salt)
         batch = self._batches.get(key)
@@ -291,8 +298,8 @@ class Recorder:
             batch = self._batches[key] = _Batch(cmd, periods, salt, hit.ts)
             if not self._dispatch_scheduled:
                 self._dispatch_scheduled = True
-                loop.call_soon(self._dispatch)
-        fut: asyncio.Future[_Outcome] = loop.create_future()
+                batch.loop.call_soon(self._dispatch)
+        fut: asyncio.Future[_Outcome] = batch.loop.create_future()
         batch.hits.append(self._hit_args(batch, hit))
         batch.futures.append(fut)
         return fut
@@ -314,15 +321,16 @@ class Recorder:
             cmd.encoded_keys,
         ]
         for visit_articles, rate_client, *_ in hits:
-            parts.append(bulk(visit_articles.encode()))
-            parts.append(bulk(rate_client.encode()))
+            parts.append(
+                _KEYS_OF_HIT % (len(visit_articles), visit_articles, len(rate_client), rate_client)
+            )
         parts += [bulk(batch.salt.encode()), cmd.encoded_policy, cmd.encoded_ttls]
         parts.append(cmd.encoded_limits)
         for _, _, visitor, now, article, title in hits:
-            parts.append(bulk(visitor.encode()))
-            parts.append(b"$%d\r\n%d\r\n" % (len(b"%d" % now), now))
-            parts.append(bulk(article.encode()))
-            parts.append(bulk(title.encode()))
+            parts.append(
+                _ARGS_OF_HIT
+                % (len(visitor), visitor, len(now), now, len(article), article, len(title), title)
+            )
         return b"".join(parts)
 
     def _arguments(self, batch: _Batch) -> tuple[list[Any], list[Any]]:
@@ -401,23 +409,20 @@ class Recorder:
                 fut.set_result((int(reply[j]), bool(reply[j + 1]), int(reply[j + 2]), built))
 
     async def record(self, hit: Hit) -> Recorded:
+        site = hit.site
         try:
-            return await self._record(hit)
+            periods = self.calendar.at(hit.ts, site.tz)
+            for _ in range(3):
+                outcome = await self._enqueue(hit, periods, self.salts.get(site.id, periods.day))
+                status = outcome[0]
+                if status == 1:
+                    return Recorded(outcome[1], ARTICLE_COUNTS[outcome[2]], outcome[3])
+                if status in LIMITED:
+                    raise RateLimited(f"too many page views from this {LIMITED[status]}")
+                self.salts.learn(site.id, periods.day, outcome[1])
+            raise StorageUnavailable("the day's salt kept changing under this process")
         finally:
             # whatever came of it (counted, or a failure that may have counted all the same),
             # the site's counters may have changed: reads from here on ask Redis again
             if self.cache is not None:
-                self.cache.drop(hit.site.id)
-
-    async def _record(self, hit: Hit) -> Recorded:
-        site = hit.site
-        periods = self.calendar.at(hit.ts, site.tz)
-        for _ in range(3):
-            outcome = await self._enqueue(hit, periods, self.salts.get(site.id, periods.day))
-            status = outcome[0]
-            if status == 1:
-                return Recorded(outcome[1], ARTICLE_COUNTS[outcome[2]], outcome[3])
-            if status in LIMITED:
-                raise RateLimited(f"too many page views from this {LIMITED[status]}")
-            self.salts.learn(site.id, periods.day, outcome[1])
-        raise StorageUnavailable("the day's salt kept changing under this process")
+                self.cache.drop(site.id)
