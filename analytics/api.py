@@ -26,9 +26,9 @@ async def preflight(request: web.Request) -> web.Response:
     return web.Response(status=204, headers=PREFLIGHT)
 
 
-def site_of(request: web.Request) -> Site:
+def site_of(request: web.Request, app: web.Application | None = None) -> Site:
     raw = request.match_info["site"]
-    site = request.app[K.SITES].get(raw)
+    site = (app or request.app)[K.SITES].get(raw)
     if site is None:  # a configured id is valid: check the form only of the others
         site_id = check_site_id(raw)
         raise UnknownSite(f"site {site_id!r} is not configured here", "site")
@@ -37,6 +37,7 @@ def site_of(request: web.Request) -> Site:
 
 async def hot_json(
     request: web.Request,
+    app: web.Application,
     site: Site,
     key: Hashable,
     read: Callable[[float], Awaitable[Any]],
@@ -44,7 +45,6 @@ async def hot_json(
     """A widget read, its encoded answer and headers kept in the read cache
     (`aggregations.readcache`): within the second, the next identical request skips Redis,
     JSON encoding, hashing and building the headers."""
-    app = request.app
     now = app[K.CLOCK].now()
     cache = app[K.READ_CACHE]
     found: Cacheable | None = cache.get(site.id, key, now)
@@ -55,9 +55,10 @@ async def hot_json(
 
 
 async def counters(request: web.Request) -> web.Response:
-    site = site_of(request)
-    reader = request.app[K.READER]
-    return await hot_json(request, site, "json", lambda now: reader.counters(site, now))
+    app = request.app  # once: a property that walks the match info
+    site = site_of(request, app)
+    reader = app[K.READER]
+    return await hot_json(request, app, site, "json", lambda now: reader.counters(site, now))
 
 
 async def article(request: web.Request) -> web.Response:
@@ -83,14 +84,15 @@ def _parse_ids(raw: str) -> tuple[str, ...]:
 
 
 async def articles(request: web.Request) -> web.Response:
-    site = site_of(request)
+    app = request.app
+    site = site_of(request, app)
     ids = parse_ids(request.query.get("ids"))
-    reader = request.app[K.READER]
+    reader = app[K.READER]
 
     async def read(now: float) -> dict[str, Any]:
         return {"articles": await reader.articles(site, ids, now)}
 
-    return await hot_json(request, site, ("json", *ids), read)
+    return await hot_json(request, app, site, ("json", *ids), read)
 
 
 def parse_int(raw: str | None, field: str, default: int, low: int, high: int) -> int:

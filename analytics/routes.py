@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from aggregations.metrics import Metrics
 from analytics import admin, api, health, pages, scrape
+from analytics import appkeys as K
 from analytics.middleware import edge, unmatched
 from analytics.openapi import OpenApiView
 from analytics.widget import WidgetViews
@@ -64,11 +66,12 @@ def setup_routes(app: web.Application, beacons: BeaconViews, widget: WidgetViews
         web.get("/api/v1/openapi.json", OpenApiView().get, name="openapi"),
         web.route("*", "/{path:.*}", unmatched, name="unmatched"),  # last: what no other took
     ]
-    app.router.add_routes([with_edge(route) for route in routes])
+    metrics = app[K.METRICS]
+    app.router.add_routes([with_edge(route, metrics) for route in routes])
 
 
-def with_edge(route: web.RouteDef) -> web.RouteDef:
+def with_edge(route: web.RouteDef, metrics: Metrics) -> web.RouteDef:
     """The route with its handler wrapped in the edges (JSON errors, metrics by route name;
     tests check every name is one of `ROUTE_NAMES`)."""
-    handler = edge(route.kwargs["name"], route.handler)
+    handler = edge(route.kwargs["name"], route.handler, metrics)
     return web.RouteDef(route.method, route.path, handler, route.kwargs)
