@@ -13,6 +13,7 @@ from typing import Any
 
 import msgspec
 from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from aggregations.errors import AnalyticsError, StorageUnavailable, TooLarge
 from aggregations.reads import Reader
@@ -23,6 +24,8 @@ from collectors.intake import Intake, Sender
 
 PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
 NO_STORE = {"Cache-Control": "no-store", **CORS}
+# the acknowledgement's headers, as a multidict made once (aiohttp copies it faster than a dict)
+ACK_HEADERS = CIMultiDictProxy(CIMultiDict(NO_STORE))
 PREFLIGHT = {
     **CORS,
     "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
@@ -91,7 +94,7 @@ class BeaconViews:
         )
         if request.query_string and request.query.get("counters") == "1":
             return await self.counters_response(site, beacon)
-        return web.Response(status=204, headers=NO_STORE)
+        return web.Response(status=204, headers=ACK_HEADERS)
 
     async def counters_response(self, site: Site, beacon: Beacon) -> web.Response:
         now = self.intake.clock.now()
