@@ -130,7 +130,12 @@
     tick();
   }
 
-  // by DOMContentLoaded every deferred script has run: the tracker, if any, is on the page
-  if (pt && pt.domContentLoadedEventStart === 0) d.addEventListener("DOMContentLoaded", start);
-  else start();
+  // once DOMContentLoaded has come, by which every deferred script (the tracker, if any) has
+  // run; where the timing cannot tell whether it has, the first of it and load
+  var t = pt && pt.domContentLoadedEventStart, on = 0;
+  function once() { if (!on++) start(); }
+  if (d.readyState != "complete" && !t) {
+    d.addEventListener("DOMContentLoaded", once);
+    w.addEventListener("load", once);
+  } else start();
 })(window, document);

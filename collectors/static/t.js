@@ -35,10 +35,12 @@
 
   A.send = send;
   function later() { setTimeout(send, 0); }
-  // not while prerendered; not before DOMContentLoaded, by which a deferred widget has hooked in
+  // not prerendered; after DOMContentLoaded (a deferred widget hooks in by then), or load if unsure
   function start() {
-    var e = d.prerendering ? "prerenderingchange" : pt && pt.domContentLoadedEventStart === 0 && "DOMContentLoaded";
-    e ? d.addEventListener(e, start, { once: true }) : later();
+    if (d.prerendering) return d.addEventListener("prerenderingchange", start);
+    if ((pt && pt.domContentLoadedEventStart) || d.readyState == "complete") return later();
+    d.addEventListener("DOMContentLoaded", later);
+    w.addEventListener("load", later);
   }
   var h = w.history;
   ["pushState", "replaceState"].forEach(function (m) {
