@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -124,11 +125,22 @@ async def serve_until_stopped(
         else:
             site = web.TCPSite(runner, settings.host, settings.port, backlog=LISTEN_BACKLOG)
         await site.start()
+        settle_heap()
         if ready_message:
             log.info(ready_message)
         await stopper.wait()
     finally:
         await runner.cleanup()
+
+
+def settle_heap() -> None:
+    """Once start-up is done: a full collection, then what is left (modules, the app, the sites)
+    frozen out of the collector's reach, so that a full collection while serving walks only what
+    serving made. Measured under the bench's beacons, where one comes about once a minute: a
+    pause of the whole process for 60 ms before (66 000 objects to walk), 1.6 ms after (62 000
+    of them frozen)."""
+    gc.collect()
+    gc.freeze()
 
 
 def run_app(
