@@ -137,7 +137,7 @@ def settle_heap() -> None:
     """Once start-up is done: a full collection, then what is left (modules, the app, the sites)
     frozen out of the collector's reach, so that a full collection while serving walks only what
     serving made. Measured under the bench's beacons, where one comes about once a minute: a
-    pause of the whole process for 60 ms before (66 000 objects to walk), 1.6 ms after (62 000
+    pause of the whole process for 60 ms before (66 000 objects to walk), 1.6-2.2 ms after (62 000
     of them frozen)."""
     gc.collect()
     gc.freeze()
