@@ -183,14 +183,15 @@ def measure_script(batches: int, workdir: Path, batch: int = 15) -> None:
     try:
         url = f"redis://127.0.0.1:{port}/0"
         deadline = time.monotonic() + 60
-        while True:
-            try:
-                redis.Redis.from_url(url).ping()
-                break
-            except redis.ConnectionError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("redis-server under valgrind did not start") from None
-                time.sleep(0.2)
+        with redis.Redis.from_url(url) as client:
+            while True:
+                try:
+                    client.ping()
+                    break
+                except redis.ConnectionError:
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError("redis-server under valgrind did not start") from None
+                    time.sleep(0.2)
         asyncio.run(record_batches(url, proc.pid, batch, warm=200, counted=batches))
     finally:
         stop(proc)
