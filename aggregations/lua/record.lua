@@ -35,7 +35,7 @@ local function bucket(key, now, now_text, per_minute, burst, ttl)
     tokens = math.min(burst, tokens + (now - last) * per_minute / 60000)
   end
   if tokens < 1 then return false end
-  local left = math.floor((tokens - 1) * 10000)
+  local left = math.floor((tokens - 1) * 10000 + 0.5)  -- to the nearest, as %.4f rounded
   redis.call('SET', key, string.format('%d.%04d ', math.floor(left / 10000), left % 10000)
     .. now_text, 'PX', ttl)
   return true
