@@ -71,6 +71,17 @@ async def test_the_bucket_refills_with_time(make_client, settings, clock):
     assert (await counters(client))["today"]["pageviews"] == 13
 
 
+async def test_a_refill_a_hair_short_of_a_token_rounds_to_it(make_client, settings, clock):
+    """The bucket keeps its tokens to four decimals, rounded to the nearest: 11 a minute, spent,
+    then 10.909 s later 1.99998 tokens - two more beacons, as two whole tokens would allow."""
+    client = await limited_client(
+        make_client, settings, rate_limit_per_minute=11, rate_limit_burst=2
+    )
+    assert [(await send(client)).status for _ in range(3)] == [204, 204, 429]
+    clock.advance(10.909)
+    assert [(await send(client)).status for _ in range(3)] == [204, 204, 429]
+
+
 async def test_ipv6_clients_are_limited_by_their_64(make_client, settings):
     client = await limited_client(
         make_client, settings, rate_limit_per_minute=60, rate_limit_burst=4
