@@ -24,7 +24,7 @@ from redis.exceptions import NoScriptError, RedisError
 from aggregations.errors import RateLimited, StorageUnavailable
 from aggregations.keys import SiteKeys
 from aggregations.periods import Calendar, Periods
-from aggregations.pipeline import GroupCommit, bulk, bulks
+from aggregations.pipeline import BULK, GroupCommit, bulk, bulks
 from aggregations.readcache import ReadCache
 from aggregations.redis_client import RedisClient
 from aggregations.scripts import Scripts, as_text
@@ -185,8 +185,8 @@ _HitArgs = tuple[bytes, bytes, bytes, bytes, bytes, bytes]
 _Outcome = tuple[Any, ...]
 
 
-_KEYS_OF_HIT = b"$%d\r\n%b\r\n" * 2  # a hit's keys and arguments as RESP bulk strings
-_ARGS_OF_HIT = b"$%d\r\n%b\r\n" * 4
+_KEYS_OF_HIT = BULK * 2  # a hit's keys and arguments, formatted in one go
+_ARGS_OF_HIT = BULK * 4
 
 
 class _Batch:

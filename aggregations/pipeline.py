@@ -44,14 +44,17 @@ from redis.exceptions import (
 DEFAULT_TIMEOUT = 5.0
 
 
+BULK = b"$%d\r\n%b\r\n"  # one RESP bulk string, formatted with its length and its bytes
+
+
 def bulk(value: bytes) -> bytes:
     """One RESP bulk string."""
-    return b"$%d\r\n%s\r\n" % (len(value), value)
+    return BULK % (len(value), value)
 
 
 def pack(*parts: bytes) -> bytes:
     """A command as RESP: an array of bulk strings."""
-    return b"*%d\r\n" % len(parts) + b"".join([b"$%d\r\n%s\r\n" % (len(p), p) for p in parts])
+    return b"*%d\r\n" % len(parts) + b"".join([BULK % (len(p), p) for p in parts])
 
 
 def as_bytes(value: str | int | bytes) -> bytes:
