@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import glob
 import os
 import random
@@ -216,17 +217,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--requests", type=int, default=2000, help="requests counted (2000)")
     p.add_argument("--runs", type=int, default=300, help="record: script runs counted (300)")
     p.add_argument("--bare", action="store_true", help="count the bare app instead")
+    p.add_argument(
+        "--keep",
+        type=Path,
+        metavar="DIR",
+        help="keep callgrind's output in DIR (for callgrind_annotate)",
+    )
     args = p.parse_args(argv)
     tools = ["valgrind", "callgrind_control", "callgrind_annotate"]
     for tool in tools + (["redis-server"] if args.scenario == "record" else []):
         if shutil.which(tool) is None:
             package = "redis-server" if tool == "redis-server" else "valgrind"
             raise SystemExit(f"bench.instructions needs {tool} (Debian package {package})")
-    with tempfile.TemporaryDirectory(prefix="bench-callgrind-") as tmp:
-        if args.scenario == "record":
-            measure_script(args.runs, Path(tmp))
+    with contextlib.ExitStack() as stack:
+        if args.keep is not None:
+            args.keep.mkdir(parents=True, exist_ok=True)
+            workdir = args.keep.resolve()
         else:
-            measure(args.scenario, args.requests, args.bare, Path(tmp))
+            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-cg-")))
+        if args.scenario == "record":
+            measure_script(args.runs, workdir)
+        else:
+            measure(args.scenario, args.requests, args.bare, workdir)
     return 0
 
 

@@ -16,6 +16,7 @@ from aggregations.sites import check_article_id, check_site_id
 MAX_BODY = 8 * 1024
 MAX_URL = 2000
 MAX_TITLE = 300
+CACHED_BODY = 1024  # longer bodies (rare: a long title or url) are parsed every time
 CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 FIELD_IN_ERROR = re.compile(r"`\$\.(\w+)`|field `(\w+)`")
 
@@ -86,6 +87,20 @@ def decode_error(err: Exception) -> InvalidInput:
 
 
 def parse_body(body: bytes) -> Beacon:
+    """The beacon in `body`, validated. Every view of a page sends the same bytes (but for the
+    referrer), so a body seen lately is answered from a cache: decoding and validating it again
+    would give the same frozen `Beacon` (~3 us a beacon)."""
+    if len(body) > CACHED_BODY:
+        return _parse_body(body)
+    return _parse_cached(body)
+
+
+@lru_cache(maxsize=4096)  # errors are not cached: a bad body is parsed, and refused, each time
+def _parse_cached(body: bytes) -> Beacon:
+    return _parse_body(body)
+
+
+def _parse_body(body: bytes) -> Beacon:
     if len(body) > MAX_BODY:
         raise TooLarge(f"a beacon is at most {MAX_BODY} bytes")
     try:

@@ -81,6 +81,28 @@ async def test_json_content_type_is_accepted(client):
     assert (await post_raw(client, raw, "application/json")).status == 204
 
 
+async def test_the_same_body_again_is_judged_again(client):
+    """Bodies are parsed through a cache: a bad one is refused every time, and a good one
+    counts every time, with its title cleaned as the first time."""
+    bad = b'{"site": "caobang", "url": "caobang.gov.vn/tin-tuc"}'
+    for _ in range(2):
+        assert (await error_of(await post_raw(client, bad), 400))["field"] == "url"
+    good = (
+        b'{"site": "caobang", "url": "https://caobang.gov.vn/tin-tuc/7", "article": "7",'
+        b' "title": "Th\\u00f4ng b\\u00e1o\\n\\t s\\u1ed1 7 "}'
+    )
+    for ip in ("203.0.113.7", "203.0.113.8"):
+        resp = await post_raw(client, good, **{"X-Forwarded-For": ip})
+        assert resp.status == 204, await resp.text()
+    body = await (await client.get("/api/v1/sites/caobang/counters")).json()
+    assert body["total"]["pageviews"] == 2
+    assert body["total"]["visitors"] == 2
+    top = await (await client.get("/api/v1/sites/caobang/top?period=today")).json()
+    assert top["articles"][0]["article"] == "7"
+    assert top["articles"][0]["views"] == 2
+    assert top["articles"][0]["title"] == "Thông báo  s\u1ed1 7"  # the controls: one space
+
+
 async def test_unknown_site_is_404(client):
     body = await error_of(await send(client, "lamdong", url="https://lamdong.gov.vn/"), 404)
     assert body == {
