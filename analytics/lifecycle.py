@@ -150,6 +150,15 @@ async def listen_for_sites(app: web.Application, changed: asyncio.Event) -> Any:
     return listener
 
 
+async def wait_for_event(event: asyncio.Event, seconds: float) -> None:
+    """Until `event` is set or `seconds` have passed. Not `asyncio.wait_for`: in Python
+    3.11, a cancel that lands just after the event fired is swallowed there (it returns the
+    event's result), and a loop stopped by cancelling it goes on for good."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await event.wait()
+
+
 async def sites_loop(app: web.Application, changed: asyncio.Event, listener: Any) -> None:
     interval = app[K.SETTINGS].sites_refresh
     try:
@@ -158,8 +167,7 @@ async def sites_loop(app: web.Application, changed: asyncio.Event, listener: Any
                 listener = await listen_for_sites(app, changed)
                 if listener is not None:
                     changed.set()  # changes while we were not listening: reload at once
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), interval)
+            await wait_for_event(changed, interval)
             changed.clear()
             try:
                 await refresh_sites(app)
@@ -306,8 +314,7 @@ async def rollup_loop(app: web.Application, leadership: Leadership, stop: asynci
     wake = app[K.ROLLUP_WAKE]
     next_at = loop.time()
     while not stop.is_set():
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(wake.wait(), max(0.0, next_at - loop.time()))
+        await wait_for_event(wake, max(0.0, next_at - loop.time()))
         woken = wake.is_set()
         wake.clear()
         if stop.is_set():
