@@ -1,15 +1,16 @@
 """`python -m bench.instructions`: CPU instructions a serving process spends per request, counted
 by valgrind's callgrind - the same figure run after run, however busy the machine is.
 
-wrk rounds on a shared two-core machine move by a third from one minute to the next; an
-instruction count moves by well under 1 %, so it tells whether a change to the request path pays.
-It starts the service (or, with `--bare`, the bench's bare app) under callgrind with the
-instrumentation off, warms it with 6 000 requests, counts the instructions of the next N requests
-(16 at a time, from this process), and prints them per request. User-space instructions only: the
-kernel's share of a socket write is not in them, nor is Redis's work. The warm-up fills the
-caches keyed by page (urls, bodies) as a wrk round of the bench does within its first second;
-client addresses, of which there are 65 536, stay mostly unseen, as they do there (a warm-up
-of 300 left pages unseen too: beacons cost 401 300 instructions instead of 378 900).
+wrk rounds on a shared two-core machine move by a third from one minute to the next; an instruction
+count moves by well under 1 %, so it tells whether a change to the request path pays. It starts the
+service (or, with `--bare`, the bench's bare app) under callgrind with the instrumentation off,
+warms it with 6 000 requests (`--warmup`), counts the instructions of the next N requests (16 at a
+time, from this process), and prints them per request. User-space instructions only: the kernel's
+share of a socket write is not in them, nor is Redis's work. The warm-up fills the caches keyed by
+page (urls, bodies) about as a wrk round of the bench does (the article draw is skewed: some rare
+pages stay unseen); client addresses, of which there are 65 536, stay mostly unseen, as they do
+there (a warm-up of 300 left pages unseen too: beacons cost 401 300 instructions instead
+of 378 900).
 
 `record` counts Redis's instructions instead: the counting script (`lua/record.lua`) run by the
 service's own `Recorder` on a private redis-server under callgrind, in fixed batches of 15 hits
@@ -237,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.keep is not None:
             args.keep.mkdir(parents=True, exist_ok=True)
             workdir = args.keep.resolve()
+            for old in workdir.glob("callgrind.out*"):  # an earlier run's dump is not this one's
+                old.unlink()
         else:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-cg-")))
         if args.scenario == "record":
