@@ -26,9 +26,9 @@ async def preflight(request: web.Request) -> web.Response:
     return web.Response(status=204, headers=PREFLIGHT)
 
 
-def site_of(request: web.Request, app: web.Application | None = None) -> Site:
+def site_of(request: web.Request, app: web.Application) -> Site:
     raw = request.match_info["site"]
-    site = (app or request.app)[K.SITES].get(raw)
+    site = app[K.SITES].get(raw)
     if site is None:  # a configured id is valid: check the form only of the others
         site_id = check_site_id(raw)
         raise UnknownSite(f"site {site_id!r} is not configured here", "site")
@@ -62,9 +62,9 @@ async def counters(request: web.Request) -> web.Response:
 
 
 async def article(request: web.Request) -> web.Response:
-    site = site_of(request)
-    article_id = check_article_id(request.match_info["article"])
     app = request.app
+    site = site_of(request, app)
+    article_id = check_article_id(request.match_info["article"])
     found = await app[K.READER].articles(site, [article_id], app[K.CLOCK].now())
     return read_json(request, found[0])
 
@@ -108,12 +108,12 @@ def parse_int(raw: str | None, field: str, default: int, low: int, high: int) ->
 
 
 async def top(request: web.Request) -> web.Response:
-    site = site_of(request)
+    app = request.app
+    site = site_of(request, app)
     period = request.query.get("period", "today")
     if period not in TOP_PERIODS:
         raise InvalidInput(f"period must be one of {', '.join(TOP_PERIODS)}", "period")
     limit = parse_int(request.query.get("limit"), "limit", 10, 1, MAX_LIMIT)
-    app = request.app
     found = await app[K.READER].top(site, period, limit, app[K.CLOCK].now(), app[K.POOL])
     return read_json(request, {"period": period, "articles": found})
 
@@ -130,8 +130,8 @@ def parse_date(raw: str | None, field: str) -> date | None:
 
 
 async def daily(request: web.Request) -> web.Response:
-    site = site_of(request)
     app = request.app
+    site = site_of(request, app)
     now = app[K.CLOCK].now()
     today = app[K.READER].calendar.at(now, site.tz).day
     end = parse_date(request.query.get("to"), "to") or today

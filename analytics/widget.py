@@ -176,9 +176,9 @@ class WidgetViews:
         return self.script.response(request)
 
     async def page(self, request: web.Request) -> web.Response:
-        site = site_of(request)
-        lang = check_lang(request.query.get("lang"))
         app = request.app
+        site = site_of(request, app)
+        lang = check_lang(request.query.get("lang"))
         counters = await app[K.READER].counters(site, app[K.CLOCK].now())
         body = PAGE.format(
             lang=lang,
@@ -190,10 +190,10 @@ class WidgetViews:
         return cached(request, body.encode(), "text/html", charset="utf-8")
 
     async def badge(self, request: web.Request) -> web.Response:
-        site = site_of(request)
+        app = request.app
+        site = site_of(request, app)
         article = check_article_id(request.match_info["article"])
         lang = check_lang(request.query.get("lang"))
-        app = request.app
         found = await app[K.READER].articles(site, [article], app[K.CLOCK].now())
         svg = badge_svg(LABELS[lang]["views"], group(found[0]["views"], lang))
         return cached(request, svg.encode(), "image/svg+xml", charset="utf-8")
