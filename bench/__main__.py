@@ -17,9 +17,9 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -144,7 +144,6 @@ class Bench:
         self.keys = SiteKeys(stores.prefix, SITE)
         self.redis = redis.Redis.from_url(REDIS_URL)
         self.seed = 0
-        self.cpu = (0.0, 0.0)  # the last round's CPU microseconds a request: server, Redis
 
     def wrk(self, server: Server, scenario: Scenario, seconds: float) -> Result:
         self.seed += 1
@@ -164,8 +163,11 @@ class Bench:
             pv0, svc0 = page_views(self.redis, self.keys), counted_metric(server)
         cpu0, redis0 = cpu_seconds(server.pids), redis_cpu(self.redis)
         result = self.wrk(server, scenario, self.args.duration)
-        cpu, redis_used = cpu_seconds(server.pids) - cpu0, redis_cpu(self.redis) - redis0
-        self.cpu = (1e6 * cpu / max(1, result.requests), 1e6 * redis_used / max(1, result.requests))
+        result = replace(
+            result,
+            server_cpu=cpu_seconds(server.pids) - cpu0,
+            redis_cpu=redis_cpu(self.redis) - redis0,
+        )
         if counting:
             time.sleep(0.3)  # let requests written just before wrk's deadline finish
             check = Check(
@@ -192,16 +194,56 @@ class Bench:
                 for server in order:
                     result = self.measured(server, scenario, results[scenario.name])
                     getattr(results[scenario.name], server.name).append(result)
-                    b_cpu = self.cpu
+                    us = result.per_request_us
                     print(
                         f"  round {i + 1} {scenario.name:<8} {server.name:<7}"
                         f" {result.rate:>9.0f}/s  p50 {result.p50_ms:5.2f} ms"
                         f"  p99 {result.p99_ms:6.2f} ms  errors {result.errors}"
-                        f"  CPU/request: server {b_cpu[0]:.0f} us, Redis* {b_cpu[1]:.0f} us"
+                        f"  CPU/request: server {us(result.server_cpu):.0f} us,"
+                        f" Redis* {us(result.redis_cpu):.0f} us, wrk {us(result.client_cpu):.0f} us"
                         f"  (load {load_average()})",
                         flush=True,
                     )
         return results
+
+
+def median_us(runs: list[Result], cpu: Callable[[Result], float]) -> float:
+    """The median over the rounds of a CPU time a request, in microseconds."""
+    return statistics.median(r.per_request_us(cpu(r)) for r in runs)
+
+
+def cpu_rate(server: tuple[float, int], others: list[tuple[float, int]], cores: int) -> float:
+    """Requests a second that CPU allows: each process is (microseconds a request, threads it
+    can keep busy) and runs on at most that many cores; together they share `cores`."""
+    processes = [server, *others]
+    rate = cores * 1e6 / max(1e-9, sum(us for us, _ in processes))
+    for us, threads in processes:
+        if us > 0:
+            rate = min(rate, threads * 1e6 / us)
+    return rate
+
+
+def cpu_budget(rounds: Rounds, cores: int, args: argparse.Namespace) -> list[str]:
+    """The round's CPU a request (medians), and what it leaves the service on this machine: the
+    rate a service whose own process cost no more CPU a request than the bare app would reach
+    beside the Redis and wrk CPU that the service's rounds measured. A model (it leaves out what
+    sharing the cores itself costs), checked by how close it comes to the bare app's rate."""
+    bare_us = median_us(rounds.bare, lambda r: r.server_cpu)
+    bare_wrk = median_us(rounds.bare, lambda r: r.client_cpu)
+    svc_us = median_us(rounds.service, lambda r: r.server_cpu)
+    redis_us = median_us(rounds.service, lambda r: r.redis_cpu)
+    svc_wrk = median_us(rounds.service, lambda r: r.client_cpu)
+    wrk = args.threads
+    bare_model = cpu_rate((bare_us, 1), [(bare_wrk, wrk)], cores)
+    ceiling = cpu_rate((bare_us, args.workers), [(redis_us, 1), (svc_wrk, wrk)], cores)
+    bare_rate = statistics.median(r.rate for r in rounds.bare)
+    return [
+        f"  CPU a request (medians): bare app {bare_us:.0f} us + wrk {bare_wrk:.0f} us;"
+        f" service {svc_us:.0f} us + Redis {redis_us:.0f} us + wrk {svc_wrk:.0f} us",
+        f"  CPU ceiling on {cores} cores: {bare_model:.0f}/s for the bare app (measured"
+        f" {bare_rate:.0f}/s); a service process as cheap as the bare app's, beside this Redis"
+        f" and wrk: {ceiling:.0f}/s, ratio <= {ceiling / bare_model:.2f}",
+    ]
 
 
 def print_results(results: dict[str, Rounds], args: argparse.Namespace) -> bool:
@@ -229,6 +271,7 @@ def print_results(results: dict[str, Rounds], args: argparse.Namespace) -> bool:
             f"  -> min / median / max {spread(ratios, '{:.2f}')}"
             f"  (target >= {scenario.target}: {'met' if met else 'NOT met'})"
         )
+        print("\n".join(cpu_budget(rounds, os.cpu_count() or 1, args)))
         if scenario.name == "collect":
             p99 = statistics.median(r.p99_ms for r in rounds.service)
             print(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import subprocess
 import tempfile
@@ -25,6 +26,12 @@ class Result:
     p50_ms: float
     p99_ms: float
     max_ms: float
+    client_cpu: float = 0.0  # CPU seconds wrk itself used (user + system)
+    server_cpu: float = 0.0  # of the server's processes, filled in by the bench
+    redis_cpu: float = 0.0  # of Redis, all its clients, filled in by the bench
+
+    def per_request_us(self, cpu_seconds: float) -> float:
+        return 1e6 * cpu_seconds / max(1, self.requests)
 
     @property
     def acked(self) -> int:
@@ -66,6 +73,12 @@ def script(name: str, workdir: Path) -> Path:
     return path
 
 
+def children_cpu() -> float:
+    """CPU seconds (user + system) of this process's finished children so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_wrk(
     url: str,
     script_name: str,
@@ -75,9 +88,10 @@ def run_wrk(
     connections: int,
     seconds: float,
 ) -> Result:
+    wrk = find_wrk()
     with tempfile.TemporaryDirectory(prefix="bench-wrk-") as tmp:
         cmd = [
-            find_wrk(),
+            wrk,
             f"-t{threads}",
             f"-c{connections}",
             f"-d{max(1, round(seconds))}s",
@@ -89,7 +103,9 @@ def run_wrk(
             "--",
             *args,
         ]
+        cpu0 = children_cpu()
         out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        client_cpu = children_cpu() - cpu0
     for line in out.stdout.splitlines():
         if line.startswith("WRKJSON "):
             data = json.loads(line.removeprefix("WRKJSON "))
@@ -102,5 +118,6 @@ def run_wrk(
                 p50_ms=data["p50_us"] / 1000,
                 p99_ms=data["p99_us"] / 1000,
                 max_ms=data["max_us"] / 1000,
+                client_cpu=client_cpu,
             )
     raise RuntimeError(f"wrk gave no result: {out.stdout[-500:]} {out.stderr[-500:]}")
