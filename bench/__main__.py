@@ -241,8 +241,9 @@ def cpu_budget(rounds: Rounds, cores: int, args: argparse.Namespace) -> list[str
         f"  CPU a request (medians): bare app {bare_us:.0f} us + wrk {bare_wrk:.0f} us;"
         f" service {svc_us:.0f} us + Redis {redis_us:.0f} us + wrk {svc_wrk:.0f} us",
         f"  CPU ceiling on {cores} cores: {bare_model:.0f}/s for the bare app (measured"
-        f" {bare_rate:.0f}/s); a service process as cheap as the bare app's, beside this Redis"
-        f" and wrk: {ceiling:.0f}/s, ratio <= {ceiling / bare_model:.2f}",
+        f" {bare_rate:.0f}/s); a service as cheap a request as the bare app"
+        f" ({args.workers} process{'es' if args.workers > 1 else ''}), beside this Redis and wrk:"
+        f" {ceiling:.0f}/s, ratio <= {ceiling / bare_model:.2f}",
     ]
 
 
