@@ -224,26 +224,32 @@ def cpu_rate(server: tuple[float, int], others: list[tuple[float, int]], cores: 
 
 
 def cpu_budget(rounds: Rounds, cores: int, args: argparse.Namespace) -> list[str]:
-    """The round's CPU a request (medians), and what it leaves the service on this machine: the
+    """The rounds' CPU a request (medians), and what it leaves the service on this machine: the
     rate a service whose own process cost no more CPU a request than the bare app would reach
-    beside the Redis and wrk CPU that the service's rounds measured. A model (it leaves out what
-    sharing the cores itself costs), checked by how close it comes to the bare app's rate."""
+    beside the Redis and wrk CPU a request that the service's rounds measured (both taken as
+    fixed, though they move with the rate and the batches). A model: it leaves out what sharing
+    the cores itself costs; the rates it gives both servers from their own CPU are printed next
+    to their measured rates, to show how far to trust it."""
     bare_us = median_us(rounds.bare, lambda r: r.server_cpu)
     bare_wrk = median_us(rounds.bare, lambda r: r.client_cpu)
     svc_us = median_us(rounds.service, lambda r: r.server_cpu)
     redis_us = median_us(rounds.service, lambda r: r.redis_cpu)
     svc_wrk = median_us(rounds.service, lambda r: r.client_cpu)
     wrk = args.threads
+    others = [(redis_us, 1), (svc_wrk, wrk)]
     bare_model = cpu_rate((bare_us, 1), [(bare_wrk, wrk)], cores)
-    ceiling = cpu_rate((bare_us, args.workers), [(redis_us, 1), (svc_wrk, wrk)], cores)
+    svc_model = cpu_rate((svc_us, args.workers), others, cores)
+    ceiling = cpu_rate((bare_us, args.workers), others, cores)
     bare_rate = statistics.median(r.rate for r in rounds.bare)
+    svc_rate = statistics.median(r.rate for r in rounds.service)
+    processes = f"{args.workers} process{'es' if args.workers > 1 else ''}"
     return [
         f"  CPU a request (medians): bare app {bare_us:.0f} us + wrk {bare_wrk:.0f} us;"
         f" service {svc_us:.0f} us + Redis {redis_us:.0f} us + wrk {svc_wrk:.0f} us",
-        f"  CPU ceiling on {cores} cores: {bare_model:.0f}/s for the bare app (measured"
-        f" {bare_rate:.0f}/s); a service as cheap a request as the bare app"
-        f" ({args.workers} process{'es' if args.workers > 1 else ''}), beside this Redis and wrk:"
-        f" {ceiling:.0f}/s, ratio <= {ceiling / bare_model:.2f}",
+        f"  CPU model on {cores} cores: bare app {bare_model:.0f}/s (measured {bare_rate:.0f}/s),"
+        f" service {svc_model:.0f}/s (measured {svc_rate:.0f}/s); a service as cheap a request"
+        f" as the bare app ({processes}) beside this Redis and wrk: {ceiling:.0f}/s,"
+        f" ratio about {ceiling / bare_model:.2f}",
     ]
 
 
@@ -272,7 +278,7 @@ def print_results(results: dict[str, Rounds], args: argparse.Namespace) -> bool:
             f"  -> min / median / max {spread(ratios, '{:.2f}')}"
             f"  (target >= {scenario.target}: {'met' if met else 'NOT met'})"
         )
-        print("\n".join(cpu_budget(rounds, os.cpu_count() or 1, args)))
+        print("\n".join(cpu_budget(rounds, len(os.sched_getaffinity(0)), args)))
         if scenario.name == "collect":
             p99 = statistics.median(r.p99_ms for r in rounds.service)
             print(
