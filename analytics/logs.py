@@ -52,13 +52,23 @@ class AccessLogger(AbstractAccessLogger):
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
         match_info = getattr(request, "match_info", None)
         route = match_info.route.name if match_info is not None else None
+        self.entry(
+            request.method, request.path, route or "unmatched", response.status,
+            response.body_length, time,
+        )  # fmt: skip
+
+    def entry(
+        self, method: str, path: str, route: str, status: int, size: int, seconds: float
+    ) -> None:
+        """The line of one answered request (`log` for aiohttp's, and the beacons that the
+        connection answers itself: `analytics.protocol`)."""
         fields = {
-            "method": request.method,
-            "path": request.path[:200],
-            "route": route or "unmatched",
-            "status": response.status,
-            "bytes": response.body_length,
-            "ms": round(time * 1000, 2),
+            "method": method,
+            "path": path[:200],
+            "route": route,
+            "status": status,
+            "bytes": size,
+            "ms": round(seconds * 1000, 2),
         }
         self.logger.info(
             "%s %s %d %dB %.2fms",

@@ -17,7 +17,6 @@ from redis.exceptions import RedisError
 
 from aggregations.errors import POSTGRES_FAILURES, AnalyticsError, StorageUnavailable
 from aggregations.metrics import Metrics
-from analytics import appkeys as K
 from collectors.handlers import NO_STORE
 
 log = logging.getLogger("analytics.http")
@@ -65,15 +64,15 @@ def store_operations(route: str) -> tuple[str, str]:
     return "read", "read"
 
 
-def answer_error(request: web.Request, err: Exception, route: str) -> web.StreamResponse:
+def answer_error(err: Exception, route: str, metrics: Metrics, method: str) -> web.StreamResponse:
     """The JSON error that stands for what a handler raised (re-raises a non-error redirect)."""
     if isinstance(err, StorageUnavailable):
-        request.app[K.METRICS].store_error(err, *store_operations(route))
+        metrics.store_error(err, *store_operations(route))
         return error_response(err.status, err.code, err.detail, err.field)
     if isinstance(err, AnalyticsError):
         return error_response(err.status, err.code, err.detail, err.field)
     if isinstance(err, STORE_ERRORS):
-        request.app[K.METRICS].store_error(err, *store_operations(route))
+        metrics.store_error(err, *store_operations(route))
         log.warning("%s: a store failed: %s", route, err)
         return error_response(503, "storage_unavailable", "a store is unavailable; try again")
     if isinstance(err, web.HTTPException):
@@ -82,7 +81,7 @@ def answer_error(request: web.Request, err: Exception, route: str) -> web.Stream
         code = HTTP_CODES.get(err.status, "http_error")
         detail = "no such resource" if err.status == 404 else err.reason
         if err.status == 405:
-            detail = f"{request.method} is not allowed here"
+            detail = f"{method} is not allowed here"
         headers = {"Allow": err.headers["Allow"]} if "Allow" in err.headers else None
         return error_response(err.status, code, detail, headers=headers)
     log.exception("unhandled error on %s", route, exc_info=err)
@@ -104,7 +103,7 @@ def edge(route: str, handler: Handler, metrics: Metrics) -> Handler:
             try:
                 response = await handler(request)
             except Exception as err:
-                response = answer_error(request, err, route)
+                response = answer_error(err, route, metrics, request.method)
             status = response.status
             return response
         except web.HTTPException as exc:  # a redirect or other non-error the handler raised

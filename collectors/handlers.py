@@ -58,10 +58,9 @@ async def read_body(request: web.Request, limit: int = MAX_BODY) -> bytes:
     return bytes(body)
 
 
-def sender_of(request: web.Request, origin: str | None) -> Sender:
-    headers = request.headers
+def sender_of(peer: str | None, headers: CIMultiDictProxy[str], origin: str | None) -> Sender:
     return Sender(
-        peer=request.remote,
+        peer=peer,
         forwarded_for=headers.get("X-Forwarded-For"),
         user_agent=headers.get("User-Agent", ""),
         origin=origin,
@@ -85,16 +84,29 @@ class BeaconViews:
 
     async def collect(self, request: web.Request) -> web.StreamResponse:
         try:
-            beacon = parse_body(await read_body(request))
+            body = await read_body(request)
         except AnalyticsError as err:
             self.intake.count_error(err)
             raise
-        site, _ = await self.intake.accept(
-            beacon, sender_of(request, request.headers.get("Origin"))
-        )
+        site, beacon = await self.count(body, request.headers, request.remote)
         if request.query_string and request.query.get("counters") == "1":
             return await self.counters_response(site, beacon)
         return web.Response(status=204, headers=ACK_HEADERS)
+
+    async def count(
+        self, body: bytes, headers: CIMultiDictProxy[str], peer: str | None
+    ) -> tuple[Site, Beacon]:
+        """`POST /collect`'s work on a body read whole: parse it and hand the beacon to intake.
+        Shared by this handler and the connection's own beacon path (`analytics.protocol`)."""
+        try:
+            if len(body) > MAX_BODY:
+                raise TooLarge(f"a beacon is at most {MAX_BODY} bytes")
+            beacon = parse_body(body)
+        except AnalyticsError as err:
+            self.intake.count_error(err)
+            raise
+        site, _ = await self.intake.accept(beacon, sender_of(peer, headers, headers.get("Origin")))
+        return site, beacon
 
     async def counters_response(self, site: Site, beacon: Beacon) -> web.Response:
         now = self.intake.clock.now()
@@ -121,7 +133,7 @@ class BeaconViews:
             # the pixel has no Origin: the page that embeds it is its Referer
             origin = request.headers.get("Origin") or request.headers.get("Referer")
             try:
-                await self.intake.accept(beacon, sender_of(request, origin))
+                await self.intake.accept(beacon, sender_of(request.remote, request.headers, origin))
             except AnalyticsError as err:
                 if isinstance(err, StorageUnavailable):
                     self.intake.metrics.store_error(err, "record", "read")
