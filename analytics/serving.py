@@ -108,9 +108,10 @@ async def serve_until_stopped(
     final rollup among them) - whatever point start-up had reached."""
     from analytics.lifecycle import request_grace
     from analytics.logs import AccessLogger, access_logger
+    from analytics.protocol import ServiceRunner
 
     stopper.attach()
-    runner = web.AppRunner(
+    runner = ServiceRunner(
         app,
         handle_signals=False,
         shutdown_timeout=request_grace(settings),

@@ -21,11 +21,13 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 import pytest
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.web_runner import BaseRunner
 from prometheus_client import CollectorRegistry
 
 from aggregations.clock import ManualClock
 from analytics.app import create_app
+from analytics.protocol import ServiceRunner, ServiceServer
 from analytics.settings import Settings
 from collectors.clients import parse_networks
 from tests.cluster import LocalCluster
@@ -120,6 +122,22 @@ def clock() -> ManualClock:
 MakeClient = Callable[..., Awaitable[TestClient[Any, Any]]]
 
 
+class ServiceTestServer(TestServer):
+    """aiohttp's test server on the runner `analytics serve` uses (`ServiceRunner`), so that
+    beacons take the path they take in production."""
+
+    async def _make_runner(self, **kwargs: Any) -> BaseRunner:
+        return ServiceRunner(self.app, **kwargs)
+
+
+def answered(client: TestClient[Any, Any]) -> int:
+    """How many beacons the connection's own path (`analytics.protocol`) has answered."""
+    server = client.server.runner.server
+    assert isinstance(server, ServiceServer)
+    assert server.answers is not None
+    return server.answers.answered
+
+
 @pytest.fixture
 def make_client(aiohttp_client: Any, settings: Settings, clock: ManualClock) -> MakeClient:
     async def make(
@@ -128,7 +146,7 @@ def make_client(aiohttp_client: Any, settings: Settings, clock: ManualClock) -> 
         registry: CollectorRegistry | None = None,
     ) -> TestClient[Any, Any]:
         app = create_app(settings, clock=clock, registry=registry or CollectorRegistry())
-        client: TestClient[Any, Any] = await aiohttp_client(app)
+        client: TestClient[Any, Any] = await aiohttp_client(ServiceTestServer(app))
         return client
 
     return make

@@ -28,7 +28,7 @@ from analytics.lifecycle import rollup_pass
 from analytics.pages import static_bytes
 from analytics.settings import Settings
 from tests.browser import Browser, chromium, screenshot
-from tests.conftest import ADMIN_TOKEN, add_site, send
+from tests.conftest import ADMIN_TOKEN, ServiceTestServer, add_site, send
 from tests.portal import LISTING_IDS
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -88,7 +88,7 @@ async def stack(
     from tests.portal import portal_app
 
     registry = CollectorRegistry()
-    server: TestServer = await aiohttp_server(create_app(settings, clock=clock, registry=registry))
+    server = ServiceTestServer(create_app(settings, clock=clock, registry=registry))
     admin: TestClient[Any, Any] = await aiohttp_client(server)
     await add_site(admin, domains=["localhost"])
     resp = await admin.post(

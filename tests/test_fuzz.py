@@ -47,6 +47,7 @@ from aggregations.clock import ManualClock
 from analytics import appkeys as K
 from analytics.app import create_app
 from analytics.openapi import document
+from analytics.protocol import ServiceRunner
 from analytics.settings import Settings
 from collectors.beacons import MAX_BODY, MAX_TITLE, MAX_URL
 from collectors.clients import parse_networks
@@ -92,7 +93,7 @@ class LiveApp:
             clock=ManualClock(at("2026-11-27 10:00:00")),
             registry=CollectorRegistry(),
         )
-        self.runner = web.AppRunner(app, access_log=None)
+        self.runner = ServiceRunner(app, access_log=None)
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", 0)
         await site.start()

@@ -8,12 +8,11 @@ import json
 import logging
 
 import pytest
-from aiohttp.test_utils import TestServer
 from prometheus_client import CollectorRegistry
 
 from analytics.app import create_app
 from analytics.logs import ACCESS_LOGGER, FIELDS, AccessLogger, JsonFormatter, access_logger
-from tests.conftest import add_site, send
+from tests.conftest import ServiceTestServer, add_site, answered, send
 
 
 def test_json_lines_carry_the_pid_and_the_fields():
@@ -30,7 +29,7 @@ def test_json_lines_carry_the_pid_and_the_fields():
 
 async def serve(aiohttp_client, settings, clock):
     app = create_app(settings, clock=clock, registry=CollectorRegistry())
-    server = TestServer(app)
+    server = ServiceTestServer(app)
     # as `analytics serve` runs it (aiohttp's test server would drop these if given at creation)
     await server.start_server(access_log_class=AccessLogger, access_log=access_logger(settings))
     client = await aiohttp_client(server)
@@ -45,7 +44,9 @@ async def test_access_log_only_when_asked_and_without_addresses(
     settings = dataclasses.replace(settings, access_log=enabled)
     client = await serve(aiohttp_client, settings, clock)
     caplog.set_level(logging.INFO, logger=ACCESS_LOGGER)
+    before = answered(client)
     assert (await send(client, ip="203.0.113.77", article="123")).status == 204
+    assert answered(client) == before + 1  # the beacon's line comes from the connection's path
     pixel = await client.get(
         "/collect.gif?site=caobang&url=https://caobang.gov.vn/private?token=abc",
         headers={"X-Forwarded-For": "203.0.113.78"},
@@ -59,6 +60,7 @@ async def test_access_log_only_when_asked_and_without_addresses(
         ["POST", "/collect", "204"],
         ["GET", "/collect.gif", "200"],
     ]
+    assert getattr(lines[-2], FIELDS)["route"] == "collect"
     assert getattr(lines[-1], FIELDS)["route"] == "pixel"
     text = "\n".join(f"{r.getMessage()} {getattr(r, FIELDS)}" for r in lines)
     for secret in ("203.0.113.", "127.0.0.1", "token=abc", "Mozilla"):

@@ -1,0 +1,259 @@
+"""The connection's own beacon path (`analytics.protocol`): it answers exactly as the routed
+handler does, only plain beacons take it, and requests on a connection are answered in order."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from prometheus_client import CollectorRegistry
+
+from analytics import protocol
+from analytics.app import create_app
+from analytics.protocol import HttpDate, ServiceServer
+from tests.abuse_helpers import pageviews
+from tests.conftest import BROWSER, ServiceTestServer, add_site, answered, send
+
+BODY = json.dumps({"site": "caobang", "url": "https://caobang.gov.vn/tin-tuc/1"}).encode()
+
+
+def beacon_request(
+    body: bytes = BODY,
+    target: str = "/collect",
+    version: str = "1.1",
+    ip: str = "203.0.113.7",
+    extra: str = "",
+) -> bytes:
+    return (
+        f"POST {target} HTTP/{version}\r\nHost: localhost\r\nUser-Agent: {BROWSER}\r\n"
+        f"Origin: https://caobang.gov.vn\r\nX-Forwarded-For: {ip}\r\n"
+        f"Content-Type: text/plain\r\nContent-Length: {len(body)}\r\n{extra}\r\n"
+    ).encode() + body
+
+
+class Connection:
+    """One raw keep-alive connection to the test server: requests written as given, responses
+    read back one by one."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def to(cls, client: TestClient[Any, Any]) -> Connection:
+        reader, writer = await asyncio.open_connection(client.host, client.port)
+        return cls(reader, writer)
+
+    async def settle(self) -> None:
+        # a new connection's own task starts on the next turns of the loop: until it waits for
+        # a request, the connection's first request goes through aiohttp (also tested)
+        await asyncio.sleep(0.05)
+
+    def write(self, *requests: bytes) -> None:
+        self.writer.write(b"".join(requests))
+
+    async def response(self) -> tuple[str, dict[str, str], bytes]:
+        head = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), 10)
+        status, *lines = head.decode().split("\r\n")[:-2]
+        headers = dict(line.split(": ", 1) for line in lines)
+        body = await self.reader.readexactly(int(headers.get("Content-Length", "0")))
+        return status, headers, body
+
+    async def closed(self) -> bool:
+        return await asyncio.wait_for(self.reader.read(), 10) == b""
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+@pytest.fixture
+async def conn(client: TestClient[Any, Any]) -> Any:
+    c = await Connection.to(client)
+    await c.settle()
+    yield c
+    c.close()
+
+
+async def test_beacons_are_answered_on_the_connection_and_counted(client, conn):
+    before = answered(client)
+    for i in range(5):
+        conn.write(beacon_request(ip=f"203.0.113.{i + 1}"))
+        status, _, body = await conn.response()
+        assert status == "HTTP/1.1 204 No Content"
+        assert body == b""
+    assert answered(client) == before + 5
+    assert await pageviews(client) == 5
+    # and through aiohttp's test client, as every other test sends them
+    assert (await send(client)).status == 204
+    assert answered(client) >= before + 5
+
+
+def comparable(headers: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in headers.items() if k != "Date"}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        BODY,
+        b"{not json",
+        json.dumps({"site": "nowhere", "url": "https://caobang.gov.vn/"}).encode(),
+        json.dumps({"site": "caobang", "url": "https://elsewhere.example/"}).encode(),
+        b"x" * (9 * 1024),
+    ],
+    ids=["counted", "malformed", "unknown-site", "foreign-url", "too-large"],
+)
+async def test_an_answer_is_byte_for_byte_the_routed_handlers(client, conn, body):
+    # `?via=router` is no plain beacon: aiohttp's routed handler answers it, the same way
+    before = answered(client)
+    conn.write(beacon_request(body, "/collect?via=router", ip="198.51.100.1"))
+    routed = await conn.response()
+    conn.write(beacon_request(body, ip="198.51.100.2"))
+    direct = await conn.response()
+    assert answered(client) == before + 1
+    assert direct[0] == routed[0]
+    assert comparable(direct[1]) == comparable(routed[1])
+    assert direct[2] == routed[2]
+    assert direct[1]["Date"].endswith(" GMT")
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "why"),
+    [
+        (beacon_request(version="1.0"), "HTTP/1.0"),
+        (beacon_request(extra="Connection: close\r\n"), "closes the connection"),
+        (beacon_request(extra="Expect: 100-continue\r\n"), "expects 100-continue"),
+        (beacon_request(target="/collect?counters=1"), "asks for the counters"),
+    ],
+)
+async def test_what_is_not_a_plain_beacon_goes_through_aiohttp(client, conn, request_bytes, why):
+    before = answered(client)
+    conn.write(request_bytes)
+    status, _, _ = await conn.response()
+    if status == "HTTP/1.1 100 Continue":  # aiohttp's interim answer to Expect
+        status, _, _ = await conn.response()
+    assert status.split(" ", 1)[1].startswith(("204", "200")), why
+    assert answered(client) == before, why
+    assert await pageviews(client) == 1
+
+
+async def test_a_body_that_comes_in_two_parts_goes_through_aiohttp(client, conn):
+    before = answered(client)
+    request = beacon_request()
+    conn.write(request[:-10])
+    await conn.writer.drain()
+    await asyncio.sleep(0.05)
+    conn.write(request[-10:])
+    status, _, _ = await conn.response()
+    assert status == "HTTP/1.1 204 No Content"
+    assert answered(client) == before
+    assert await pageviews(client) == 1
+
+
+async def test_pipelined_requests_are_answered_in_order(client, conn):
+    before = answered(client)
+    counters = b"GET /api/v1/sites/caobang/counters HTTP/1.1\r\nHost: localhost\r\n\r\n"
+    missing = b"GET /no-such-page HTTP/1.1\r\nHost: localhost\r\n\r\n"
+    # a beacon first (answered here; what follows waits for it), then routed requests and more
+    # beacons behind them, all in one write
+    conn.write(
+        beacon_request(ip="192.0.2.1"),
+        counters,
+        beacon_request(ip="192.0.2.2"),
+        missing,
+        beacon_request(ip="192.0.2.3"),
+        beacon_request(ip="192.0.2.4"),
+    )
+    statuses = []
+    bodies = []
+    for _ in range(6):
+        status, _, body = await conn.response()
+        statuses.append(status.split(" ")[1])
+        bodies.append(body)
+    assert statuses == ["204", "200", "204", "404", "204", "204"]
+    # the counters were read after the first beacon was counted, before the second
+    assert json.loads(bodies[1])["total"]["pageviews"] == 1
+    assert answered(client) >= before + 1
+    assert await pageviews(client) == 4
+
+
+async def test_a_connection_that_sends_only_beacons_is_kept_alive(make_client):
+    # the idle clock restarts with every beacon answered here, as aiohttp's does for its own
+    client = await make_client()
+    await add_site(client)
+    server = client.server.runner.server
+    server._kwargs["keepalive_timeout"] = 0.3
+    conn = await Connection.to(client)
+    await conn.settle()
+    for i in range(8):
+        conn.write(beacon_request(ip=f"203.0.113.{i + 1}"))
+        assert (await conn.response())[0] == "HTTP/1.1 204 No Content"
+        await asyncio.sleep(0.1)
+    assert await pageviews(client) == 8
+    # and once idle, it is closed, as aiohttp closes any
+    assert await conn.closed()
+    conn.close()
+
+
+async def test_the_first_request_of_a_connection_goes_through_aiohttp(client):
+    before = answered(client)
+    conn = await Connection.to(client)
+    conn.write(beacon_request())  # at once: the connection's task has not started yet
+    assert (await conn.response())[0] == "HTTP/1.1 204 No Content"
+    conn.close()
+    assert await pageviews(client) == 1
+    assert answered(client) in (before, before + 1)  # either way, counted once
+
+
+async def test_on_an_untested_aiohttp_the_service_uses_aiohttps_own_handler(
+    monkeypatch, aiohttp_client, settings, clock
+):
+    monkeypatch.setattr(protocol, "supported", lambda: False)
+    app = create_app(settings, clock=clock, registry=CollectorRegistry())
+    client = await aiohttp_client(ServiceTestServer(app))
+    assert not isinstance(client.server.runner.server, ServiceServer)
+    assert isinstance(client.server.runner.server, web.Server)
+    await add_site(client)
+    assert (await send(client)).status == 204
+    assert await pageviews(client) == 1
+
+
+def test_supported_releases():
+    assert protocol.supported("3.14.5")
+    assert not protocol.supported("3.15.0")
+    assert not protocol.supported("4.0.0")
+
+
+def test_the_date_header_is_made_once_a_second():
+    now = [1_795_000_000.2]
+    date = HttpDate(lambda: now[0])
+    first = date()
+    assert first == b"Wed, 18 Nov 2026 11:06:40 GMT"
+    now[0] += 0.5
+    assert date() is first
+    now[0] += 1
+    assert date() == b"Wed, 18 Nov 2026 11:06:41 GMT"
+
+
+async def test_a_stop_waits_for_the_beacon_being_answered(client, conn):
+    answers = client.server.runner.server.answers
+    views = answers.views
+    count, entered, release = views.count, asyncio.Event(), asyncio.Event()
+
+    async def slow_count(*args: Any) -> Any:
+        entered.set()
+        await release.wait()
+        return await count(*args)
+
+    views.count = slow_count
+    conn.write(beacon_request())
+    await asyncio.wait_for(entered.wait(), 10)
+    stopping = asyncio.ensure_future(client.server.close())
+    await asyncio.sleep(0.2)
+    assert not stopping.done()  # the graceful stop waits for the beacon in hand
+    release.set()
+    assert (await conn.response())[0] == "HTTP/1.1 204 No Content"
+    await asyncio.wait_for(stopping, 10)
