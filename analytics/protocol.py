@@ -39,7 +39,7 @@ from multidict import CIMultiDictProxy
 from aggregations.metrics import Metrics
 from analytics import appkeys as K
 from analytics.logs import AccessLogger
-from analytics.middleware import answer_error
+from analytics.middleware import answer_error, error_response
 from collectors.handlers import ACK_HEADERS, BeaconViews
 
 log = logging.getLogger("analytics.http")
@@ -104,9 +104,10 @@ class BeaconAnswers:
         body: bytes,
         peer: str | None,
         access: AccessLogger | None,
+        started: float,
     ) -> bytes:
-        """The bytes that answer one beacon, after it was counted (or refused)."""
-        started = time.perf_counter()
+        """The bytes that answer one beacon, after it was counted (or refused); `started`: when
+        it was taken off the connection (`time.perf_counter`)."""
         try:
             await self.views.count(body, headers, peer)
         except Exception as err:
@@ -123,6 +124,12 @@ class BeaconAnswers:
             access.entry("POST", PATH, ROUTE, status, size, seconds)
         return answer
 
+    def failed(self) -> bytes:
+        """The answer when answering itself failed (a bug): a 500, and the connection closes."""
+        response = error_response(500, "internal", "the service failed to answer; it is logged")
+        response.headers["Connection"] = "close"
+        return serialized(response, self.date())
+
 
 def is_beacon(message: Any, payload: StreamReader) -> bool:
     """Whether a parsed request is a plain beacon, whole: this module's to answer."""
@@ -136,6 +143,8 @@ def is_beacon(message: Any, payload: StreamReader) -> bool:
         and payload.is_eof()
         and payload.exception() is None
         and "Expect" not in message.headers
+        # the routed path limits a compressed body by its length as sent: it answers those
+        and "Content-Encoding" not in message.headers
     )
 
 
@@ -179,14 +188,15 @@ class ServiceHandler(web_protocol.RequestHandler):
         except HttpProcessingError as exc:
             error = web_protocol._ErrInfo(status=400, exc=exc, message=exc.message)
             messages, upgraded, tail = [(error, EMPTY_PAYLOAD)], False, b""
-        queued = False
+        queued, beacon = False, None
         for message, payload in messages:
             self._request_count += 1
             if self._held is not None:
                 self._held.append((message, payload))
             elif not self._messages and self._idle() and is_beacon(message, payload):
                 parser.message_consumed()
-                self._answer(answers, message.headers, payload.read_nowait())
+                self._take()
+                beacon = (message.headers, payload)
             else:
                 self._messages.append((message, payload))
                 queued = True
@@ -199,31 +209,49 @@ class ServiceHandler(web_protocol.RequestHandler):
         self._upgraded = upgraded
         if upgraded and tail:
             self._message_tail = tail
+        if beacon is not None:
+            # read last: taking a body resumes reading, which feeds the parser again (this
+            # method, re-entered), and what that parses must find the beacon taken
+            headers, payload = beacon
+            body = payload.read_nowait()
+            self._answering = self._loop.create_task(self._beacon(answers, headers, body))
 
     def _idle(self) -> bool:
         """The connection's own task waits for a request: none is being answered."""
         waiter = self._waiter
         return waiter is not None and not waiter.done() and not self._request_in_progress
 
-    def _answer(self, answers: BeaconAnswers, headers: CIMultiDictProxy[str], body: bytes) -> None:
+    def _take(self) -> None:
+        """A beacon is this connection's request in hand: what comes after it waits."""
         self._held = []
         self._request_in_progress = True  # a graceful shutdown waits for it, as for aiohttp's
         if self._manager is not None:
             self._manager.requests_count += 1
         self._keep_alive_from_now()
-        if self._peer is None:
-            peer = self.peername  # as `Request.remote` has it
-            self._peer = str(peer[0]) if isinstance(peer, (list, tuple)) else peer
-        self._answering = self._loop.create_task(self._beacon(answers, headers, body))
 
     async def _beacon(
         self, answers: BeaconAnswers, headers: CIMultiDictProxy[str], body: bytes
     ) -> None:
+        started = time.perf_counter()
+        if self._peer is None:
+            peer = self.peername  # as `Request.remote` has it
+            self._peer = str(peer[0]) if isinstance(peer, (list, tuple)) else peer
+        close = False
         try:
-            answer = await answers.answer(headers, body, self._peer, self._access)
+            try:
+                answer = await answers.answer(headers, body, self._peer, self._access, started)
+            except Exception:
+                log.exception("answering a beacon failed")
+                answer, close = answers.failed(), True
             transport = self.transport
             if transport is not None and not transport.is_closing():
                 transport.write(answer)
+                if close:
+                    self.force_close()  # after the 500 is written: the transport flushes it
+                elif self.writing_paused:
+                    await self._drain_helper()  # a client that does not read: as aiohttp waits
+        except ConnectionError:
+            pass  # the client went away; its beacon was counted (or refused) all the same
         finally:
             self._request_in_progress = False
             if self._handler_waiter is not None and not self._handler_waiter.done():
@@ -237,10 +265,21 @@ class ServiceHandler(web_protocol.RequestHandler):
                 if waiter is not None and not waiter.done():
                     waiter.set_result(None)
 
+    def _resume_reading_if_drained(self) -> None:
+        if self._held is None:  # while a beacon is in hand, what is held counts as queued
+            super()._resume_reading_if_drained()
+
+    def _process_keepalive(self) -> None:
+        if self._answering is not None:  # a beacon in hand: busy, not idle
+            self._keepalive_handle = None
+            self._keep_alive_from_now()
+            return
+        super()._process_keepalive()
+
     def _keep_alive_from_now(self) -> None:
         """Restart the idle clock, as aiohttp does after each request it answers: a connection
         that sends only beacons is busy, not idle."""
-        if self._keepalive_timeout > 0:
+        if self._keepalive_timeout > 0 and self.transport is not None:
             close_time = self._loop.time() + self._keepalive_timeout
             self._next_keepalive_close_time = close_time
             if self._keepalive_handle is None:

@@ -127,6 +127,7 @@ async def test_an_answer_is_byte_for_byte_the_routed_handlers(client, conn, body
         (beacon_request(extra="Connection: close\r\n"), "closes the connection"),
         (beacon_request(extra="Expect: 100-continue\r\n"), "expects 100-continue"),
         (beacon_request(target="/collect?counters=1"), "asks for the counters"),
+        (beacon_request(extra="Content-Encoding: identity\r\n"), "says how it is encoded"),
     ],
 )
 async def test_what_is_not_a_plain_beacon_goes_through_aiohttp(client, conn, request_bytes, why):
@@ -239,8 +240,7 @@ def test_the_date_header_is_made_once_a_second():
 
 
 async def test_a_stop_waits_for_the_beacon_being_answered(client, conn):
-    answers = client.server.runner.server.answers
-    views = answers.views
+    views = client.server.runner.server.answers.views
     count, entered, release = views.count, asyncio.Event(), asyncio.Event()
 
     async def slow_count(*args: Any) -> Any:
@@ -257,3 +257,61 @@ async def test_a_stop_waits_for_the_beacon_being_answered(client, conn):
     release.set()
     assert (await conn.response())[0] == "HTTP/1.1 204 No Content"
     await asyncio.wait_for(stopping, 10)
+
+
+def get(path: str) -> bytes:
+    return f"GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode()
+
+
+async def test_a_deep_pipeline_behind_a_beacon_is_answered_whole_and_in_order(client, conn):
+    # more requests than aiohttp's parser queues at once (32): it stops, and must be fed again
+    # once the beacon's answer lets the rest through; reading the beacon's body re-enters the
+    # connection's data_received, which must find the beacon already in hand
+    paths = [f"/missing-{i}" for i in range(40)]
+    conn.write(beacon_request(ip="192.0.2.1"), *map(get, paths[:31]))
+    conn.write(beacon_request(ip="192.0.2.2"), *map(get, paths[31:]))
+    answers = [await conn.response() for _ in range(42)]
+    statuses = [status.split(" ")[1] for status, _, _ in answers]
+    assert statuses == ["204"] + ["404"] * 31 + ["204"] + ["404"] * 9
+    assert await pageviews(client) == 2
+
+
+async def slowed(client: TestClient[Any, Any], seconds: float) -> None:
+    views = client.server.runner.server.answers.views
+    count = views.count
+
+    async def slow_count(*args: Any) -> Any:
+        await asyncio.sleep(seconds)
+        return await count(*args)
+
+    views.count = slow_count
+
+
+async def test_a_beacon_in_hand_keeps_its_connection_alive(make_client):
+    client = await make_client()
+    await add_site(client)
+    client.server.runner.server._kwargs["keepalive_timeout"] = 0.2
+    await slowed(client, 0.6)
+    conn = await Connection.to(client)
+    await conn.settle()
+    conn.write(beacon_request())
+    assert (await conn.response())[0] == "HTTP/1.1 204 No Content"
+    conn.close()
+
+
+async def test_when_answering_fails_the_beacon_gets_a_500_and_the_connection_closes(
+    client, conn, caplog
+):
+    views = client.server.runner.server.answers.views
+
+    async def broken(*args: Any) -> Any:
+        raise web.HTTPFound("/elsewhere")  # no error answer_error knows: a bug in the path
+
+    views.count = broken
+    conn.write(beacon_request(), get("/health"))
+    status, headers, body = await conn.response()
+    assert status == "HTTP/1.1 500 Internal Server Error"
+    assert headers["Connection"] == "close"
+    assert json.loads(body)["error"] == "internal"
+    assert await conn.closed()  # the request behind it is not answered by mistake
+    assert "answering a beacon failed" in caplog.text
