@@ -46,6 +46,7 @@ class Hit:
 RECORD_KEYS = 20  # the constant keys and arguments of lua/record.lua; a hit adds 2 and 4
 RECORD_ARGS = 15
 MAX_BATCH = 128  # hits in one run of the script
+SALT_ATTEMPTS = 3  # runs of a hit whose salt was another process's (the day's first hits)
 LIMITED = {2: "client", 3: "site"}  # the script's statuses of a hit a rate limit refused
 
 
@@ -182,7 +183,7 @@ class _Command:
 # article, title
 _HitArgs = tuple[bytes, bytes, bytes, bytes, bytes, bytes]
 # a hit's outcome: (status, new_visit, article, built), or (0, salt) for another day's salt
-_Outcome = tuple[Any, ...]
+Outcome = tuple[Any, ...]
 
 
 _KEYS_OF_HIT = BULK * 2  # a hit's keys and arguments, formatted in one go
@@ -202,7 +203,7 @@ class _Batch:
         self.hash = Hasher(bytes.fromhex(salt))  # of every visitor and client in the batch
         self.ts = ts
         self.hits: list[_HitArgs] = []
-        self.futures: list[asyncio.Future[_Outcome]] = []
+        self.futures: list[asyncio.Future[Outcome]] = []
         self.reloaded = False
 
 
@@ -286,7 +287,7 @@ class Recorder:
             hit.title.encode() if hit.title else b"",
         )
 
-    def _enqueue(self, hit: Hit, periods: Periods, salt: str) -> asyncio.Future[_Outcome]:
+    def _enqueue(self, hit: Hit, periods: Periods, salt: str) -> asyncio.Future[Outcome]:
         """Add `hit` to this tick's batch of its site, day and salt; the future of its outcome."""
         site = hit.site.id
         key = (site, periods.day, salt)
@@ -299,7 +300,7 @@ class Recorder:
             if not self._dispatch_scheduled:
                 self._dispatch_scheduled = True
                 batch.loop.call_soon(self._dispatch)
-        fut: asyncio.Future[_Outcome] = batch.loop.create_future()
+        fut: asyncio.Future[Outcome] = batch.loop.create_future()
         batch.hits.append(self._hit_args(batch, hit))
         batch.futures.append(fut)
         return fut
@@ -397,7 +398,7 @@ class Recorder:
     @staticmethod
     def _deliver(batch: _Batch, reply: list[Any]) -> None:
         if int(reply[0]) == 0:  # another salt: every hit is hashed again and sent again
-            outcome: _Outcome = (0, as_text(reply[1]))
+            outcome: Outcome = (0, as_text(reply[1]))
             for fut in batch.futures:
                 if not fut.done():
                     fut.set_result(outcome)
@@ -409,20 +410,38 @@ class Recorder:
                 fut.set_result((int(reply[j]), bool(reply[j + 1]), int(reply[j + 2]), built))
 
     async def record(self, hit: Hit) -> Recorded:
-        site = hit.site
         try:
-            periods = self.calendar.at(hit.ts, site.tz)
-            for _ in range(3):
-                outcome = await self._enqueue(hit, periods, self.salts.get(site.id, periods.day))
-                status = outcome[0]
-                if status == 1:
-                    return Recorded(outcome[1], ARTICLE_COUNTS[outcome[2]], outcome[3])
-                if status in LIMITED:
-                    raise RateLimited(f"too many page views from this {LIMITED[status]}")
-                self.salts.learn(site.id, periods.day, outcome[1])
+            for _ in range(SALT_ATTEMPTS):
+                recorded = self.outcome(hit, await self.submit(hit))
+                if recorded is not None:
+                    return recorded
             raise StorageUnavailable("the day's salt kept changing under this process")
         finally:
-            # whatever came of it (counted, or a failure that may have counted all the same),
-            # the site's counters may have changed: reads from here on ask Redis again
-            if self.cache is not None:
-                self.cache.drop(site.id)
+            self.settled(hit)
+
+    # `record` in three steps, for a caller that waits with a callback rather than a coroutine
+    # (the connection's beacon path, `analytics.protocol`): submit, read the outcome when the
+    # future is done (again from submit when it says None), and settled, whatever came of it
+
+    def submit(self, hit: Hit) -> asyncio.Future[Outcome]:
+        """Queue `hit` in this tick's run of its site and day: the future of its outcome."""
+        periods = self.calendar.at(hit.ts, hit.site.tz)
+        return self._enqueue(hit, periods, self.salts.get(hit.site.id, periods.day))
+
+    def outcome(self, hit: Hit, outcome: Outcome) -> Recorded | None:
+        """What the run said of `hit`: counted, or refused by a rate limit (raises), or None:
+        the day's salt in Redis is another one, now learnt - `hit` must be submitted again."""
+        status = outcome[0]
+        if status == 1:
+            return Recorded(outcome[1], ARTICLE_COUNTS[outcome[2]], outcome[3])
+        if status in LIMITED:
+            raise RateLimited(f"too many page views from this {LIMITED[status]}")
+        day = self.calendar.at(hit.ts, hit.site.tz).day
+        self.salts.learn(hit.site.id, day, outcome[1])
+        return None
+
+    def settled(self, hit: Hit) -> None:
+        """Whatever came of `hit` (counted, or a failure that may have counted all the same),
+        its site's counters may have changed: reads from here on ask Redis again."""
+        if self.cache is not None:
+            self.cache.drop(hit.site.id)

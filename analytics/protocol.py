@@ -21,6 +21,7 @@ another, the service runs on aiohttp's own handler and says so once in its log.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -36,11 +37,13 @@ from aiohttp.http_parser import RawRequestMessage
 from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 from multidict import CIMultiDictProxy
 
+from aggregations.counters import SALT_ATTEMPTS, Hit, Outcome
+from aggregations.errors import AnalyticsError, StorageUnavailable
 from aggregations.metrics import Metrics
 from analytics import appkeys as K
 from analytics.logs import AccessLogger
 from analytics.middleware import answer_error, error_response
-from collectors.handlers import ACK_HEADERS, BeaconViews
+from collectors.handlers import ACK_HEADERS, BeaconViews, sender_of
 
 log = logging.getLogger("analytics.http")
 
@@ -88,47 +91,71 @@ def serialized(response: web.Response, date: bytes) -> bytes:
 
 
 class BeaconAnswers:
-    """What a connection needs to answer beacons itself: the app's views, metrics and access
-    log. One per server."""
+    """What a connection needs to answer beacons itself: the app's views (and through them,
+    intake and the recorder), metrics and the bytes of its answers. One per server."""
 
     def __init__(self, views: BeaconViews, metrics: Metrics, date: HttpDate | None = None) -> None:
         self.views = views
+        self.intake = views.intake
+        self.recorder = views.intake.recorder
         self.metrics = metrics
         self.date = date or HttpDate()
         self.ack_head = head(204, ACK_HEADERS)
         self.answered = 0  # beacons answered here (the tests' proof that this path ran)
 
-    async def answer(
-        self,
-        headers: CIMultiDictProxy[str],
-        body: bytes,
-        peer: str | None,
-        access: AccessLogger | None,
-        started: float,
-    ) -> bytes:
-        """The bytes that answer one beacon, after it was counted (or refused); `started`: when
-        it was taken off the connection (`time.perf_counter`)."""
+    def admit(self, headers: CIMultiDictProxy[str], body: bytes, peer: str | None) -> Hit | None:
+        """The hit a beacon makes, or None when policy drops it (a bot, a prefetch): answered
+        204 at once. Raises the domain error of a refused beacon."""
+        beacon = self.views.parse(body)
+        _, admitted = self.intake.admit(beacon, sender_of(peer, headers, headers.get("Origin")))
+        return admitted if isinstance(admitted, Hit) else None
+
+    def counted(self, hit: Hit, reply: asyncio.Future[Outcome], attempt: int) -> bool:
+        """Whether the recorder's run counted `hit` (False: submit it again, under the day's
+        salt, now learnt). Raises the domain error of a hit refused or not recorded."""
+        intake = self.intake
         try:
-            await self.views.count(body, headers, peer)
-        except Exception as err:
-            response = answer_error(err, ROUTE, self.metrics, "POST")
-            assert isinstance(response, web.Response)
-            answer, status = serialized(response, self.date()), response.status
-            size = response.content_length or 0
-        else:
-            answer, status, size = self.ack_head + self.date() + b"\r\n\r\n", 204, 0
-        seconds = time.perf_counter() - started
-        self.metrics.observe_http(ROUTE, status, seconds)
-        self.answered += 1
-        if access is not None:
-            access.entry("POST", PATH, ROUTE, status, size, seconds)
-        return answer
+            if reply.cancelled():
+                raise StorageUnavailable("the Redis pipeline was closed")
+            recorded = self.recorder.outcome(hit, reply.result())
+            if recorded is None and attempt >= SALT_ATTEMPTS:
+                raise StorageUnavailable("the day's salt kept changing under this process")
+        except AnalyticsError as err:
+            intake.count_error(err)
+            raise
+        finally:
+            self.recorder.settled(hit)
+        if recorded is None:
+            return False
+        intake.counted(recorded)
+        return True
+
+    def ack(self, started: float, access: AccessLogger | None) -> bytes:
+        self._answered(204, 0, started, access)
+        return self.ack_head + self.date() + b"\r\n\r\n"
+
+    def error(self, err: Exception, started: float, access: AccessLogger | None) -> bytes:
+        """The routed handler's JSON error for `err`, as bytes (raises what answer_error does
+        not answer)."""
+        response = answer_error(err, ROUTE, self.metrics, "POST")
+        assert isinstance(response, web.Response)
+        self._answered(response.status, response.content_length or 0, started, access)
+        return serialized(response, self.date())
 
     def failed(self) -> bytes:
         """The answer when answering itself failed (a bug): a 500, and the connection closes."""
         response = error_response(500, "internal", "the service failed to answer; it is logged")
         response.headers["Connection"] = "close"
         return serialized(response, self.date())
+
+    def _answered(
+        self, status: int, size: int, started: float, access: AccessLogger | None
+    ) -> None:
+        seconds = time.perf_counter() - started
+        self.metrics.observe_http(ROUTE, status, seconds)
+        self.answered += 1
+        if access is not None:
+            access.entry("POST", PATH, ROUTE, status, size, seconds)
 
 
 def is_beacon(message: Any, payload: StreamReader) -> bool:
@@ -154,7 +181,7 @@ Queued = tuple[Any, StreamReader]
 class ServiceHandler(web_protocol.RequestHandler):
     """aiohttp's connection handler, answering plain beacons itself (see the module's text)."""
 
-    __slots__ = ("_access", "_answering", "_answers", "_held", "_peer")
+    __slots__ = ("_access", "_answers", "_draining", "_held", "_peer")
 
     def __init__(
         self, manager: web.Server, *, answers: BeaconAnswers | None, **kwargs: Any
@@ -166,7 +193,7 @@ class ServiceHandler(web_protocol.RequestHandler):
         self._answers = answers
         self._access = access if isinstance(access, AccessLogger) else None
         self._held: list[Queued] | None = None  # requests behind the beacon being answered
-        self._answering: asyncio.Task[None] | None = None
+        self._draining: asyncio.Task[None] | None = None
         self._peer: str | None = None
 
     def data_received(self, data: bytes) -> None:
@@ -213,8 +240,7 @@ class ServiceHandler(web_protocol.RequestHandler):
             # read last: taking a body resumes reading, which feeds the parser again (this
             # method, re-entered), and what that parses must find the beacon taken
             headers, payload = beacon
-            body = payload.read_nowait()
-            self._answering = self._loop.create_task(self._beacon(answers, headers, body))
+            self._start(answers, headers, payload.read_nowait())
 
     def _idle(self) -> bool:
         """The connection's own task waits for a request: none is being answered."""
@@ -229,48 +255,93 @@ class ServiceHandler(web_protocol.RequestHandler):
             self._manager.requests_count += 1
         self._keep_alive_from_now()
 
-    async def _beacon(
-        self, answers: BeaconAnswers, headers: CIMultiDictProxy[str], body: bytes
-    ) -> None:
+    # A beacon in hand goes through intake and the recorder step by step, with callbacks, not
+    # a task: its checks run here and now, its hit joins this tick's run of the counting
+    # script, and the run's reply answers it (a task and its coroutines cost a beacon about a
+    # tenth of its instructions, and each of their steps waits for a turn of the event loop).
+
+    def _start(self, answers: BeaconAnswers, headers: CIMultiDictProxy[str], body: bytes) -> None:
         started = time.perf_counter()
         if self._peer is None:
             peer = self.peername  # as `Request.remote` has it
             self._peer = str(peer[0]) if isinstance(peer, (list, tuple)) else peer
-        close = False
         try:
-            try:
-                answer = await answers.answer(headers, body, self._peer, self._access, started)
-            except Exception:
-                log.exception("answering a beacon failed")
-                answer, close = answers.failed(), True
-            transport = self.transport
-            if transport is not None and not transport.is_closing():
-                transport.write(answer)
-                if close:
-                    self.force_close()  # after the 500 is written: the transport flushes it
-                elif self.writing_paused:
-                    await self._drain_helper()  # a client that does not read: as aiohttp waits
+            hit = answers.admit(headers, body, self._peer)
+            if hit is None:
+                self._finish(answers.ack(started, self._access))
+            else:
+                self._submit(answers, hit, started, 1)
+        except Exception as err:
+            self._refuse(answers, err, started)
+
+    def _submit(self, answers: BeaconAnswers, hit: Hit, started: float, attempt: int) -> None:
+        reply = answers.recorder.submit(hit)
+        reply.add_done_callback(functools.partial(self._replied, answers, hit, started, attempt))
+
+    def _replied(
+        self,
+        answers: BeaconAnswers,
+        hit: Hit,
+        started: float,
+        attempt: int,
+        reply: asyncio.Future[Outcome],
+    ) -> None:
+        try:
+            if answers.counted(hit, reply, attempt):
+                self._finish(answers.ack(started, self._access))
+            else:
+                self._submit(answers, hit, started, attempt + 1)
+        except Exception as err:
+            self._refuse(answers, err, started)
+
+    def _refuse(self, answers: BeaconAnswers, err: Exception, started: float) -> None:
+        try:
+            answer = answers.error(err, started, self._access)
+        except Exception:
+            log.exception("answering a beacon failed")
+            self._finish(answers.failed(), close=True)
+        else:
+            self._finish(answer)
+
+    def _finish(self, answer: bytes, close: bool = False) -> None:
+        """Write a beacon's answer and let the requests behind it through."""
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(answer)
+            if close:
+                self.force_close()  # after the 500 is written: the transport flushes it
+            elif self.writing_paused:  # a client that does not read: wait, as aiohttp does
+                self._draining = self._loop.create_task(self._drained())
+                return
+        self._release()
+
+    async def _drained(self) -> None:
+        try:
+            await self._drain_helper()
         except ConnectionError:
-            pass  # the client went away; its beacon was counted (or refused) all the same
+            pass  # the client went away
         finally:
-            self._request_in_progress = False
-            if self._handler_waiter is not None and not self._handler_waiter.done():
-                self._handler_waiter.set_result(None)
-            self._keep_alive_from_now()
-            self._answering = None
-            held, self._held = self._held, None
-            if held:
-                self._messages.extend(held)
-                waiter = self._waiter
-                if waiter is not None and not waiter.done():
-                    waiter.set_result(None)
+            self._draining = None
+            self._release()
+
+    def _release(self) -> None:
+        self._request_in_progress = False
+        if self._handler_waiter is not None and not self._handler_waiter.done():
+            self._handler_waiter.set_result(None)
+        self._keep_alive_from_now()
+        held, self._held = self._held, None
+        if held:
+            self._messages.extend(held)
+            waiter = self._waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
 
     def _resume_reading_if_drained(self) -> None:
         if self._held is None:  # while a beacon is in hand, what is held counts as queued
             super()._resume_reading_if_drained()
 
     def _process_keepalive(self) -> None:
-        if self._answering is not None:  # a beacon in hand: busy, not idle
+        if self._held is not None:  # a beacon in hand: busy, not idle
             self._keepalive_handle = None
             self._keep_alive_from_now()
             return

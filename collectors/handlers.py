@@ -96,17 +96,21 @@ class BeaconViews:
     async def count(
         self, body: bytes, headers: CIMultiDictProxy[str], peer: str | None
     ) -> tuple[Site, Beacon]:
-        """`POST /collect`'s work on a body read whole: parse it and hand the beacon to intake.
-        Shared by this handler and the connection's own beacon path (`analytics.protocol`)."""
+        """`POST /collect`'s work on a body read whole: parse it and hand the beacon to intake."""
+        beacon = self.parse(body)
+        site, _ = await self.intake.accept(beacon, sender_of(peer, headers, headers.get("Origin")))
+        return site, beacon
+
+    def parse(self, body: bytes) -> Beacon:
+        """The beacon in a body read whole; a refused one is counted in the metrics. Shared with
+        the connection's own beacon path (`analytics.protocol`)."""
         try:
             if len(body) > MAX_BODY:
                 raise TooLarge(f"a beacon is at most {MAX_BODY} bytes")
-            beacon = parse_body(body)
+            return parse_body(body)
         except AnalyticsError as err:
             self.intake.count_error(err)
             raise
-        site, _ = await self.intake.accept(beacon, sender_of(peer, headers, headers.get("Origin")))
-        return site, beacon
 
     async def counters_response(self, site: Site, beacon: Beacon) -> web.Response:
         now = self.intake.clock.now()

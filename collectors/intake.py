@@ -14,7 +14,7 @@ from functools import lru_cache
 from urllib.parse import urlsplit
 
 from aggregations.clock import Clock
-from aggregations.counters import ArticleCount, Hit, Recorder
+from aggregations.counters import ArticleCount, Hit, Recorded, Recorder
 from aggregations.errors import (
     AnalyticsError,
     InvalidInput,
@@ -93,6 +93,23 @@ class Intake:
 
     async def accept(self, beacon: Beacon, sender: Sender) -> tuple[Site, Drop | None]:
         """Count `beacon`, or say why not. Raises a domain error for a refused beacon."""
+        site, admitted = self.admit(beacon, sender)
+        if not isinstance(admitted, Hit):
+            return site, admitted
+        try:
+            recorded = await self.recorder.record(admitted)
+        except AnalyticsError as err:
+            self.count_error(err)
+            raise
+        return site, self.counted(recorded)
+
+    # `accept` in steps, for a caller that waits for the recorder with a callback (the
+    # connection's beacon path, `analytics.protocol`): admit, then the recorder's submit,
+    # outcome and settled, then counted - or count_error for what any step raised
+
+    def admit(self, beacon: Beacon, sender: Sender) -> tuple[Site, Hit | Drop]:
+        """The checks before counting: the hit to record, or the policy's reason to drop the
+        beacon (counted in the metrics). Raises a domain error for a refused beacon."""
         try:
             site = self.site(beacon.site)
             self.check_origin(site, beacon, sender.origin)
@@ -101,25 +118,28 @@ class Intake:
                 self.metrics.beacons.labels("dropped", drop.value).inc()
                 return site, drop
             client = self.clients.client(sender.peer, sender.forwarded_for)
-            hit = Hit(
-                site=site,
-                identity=f"{site.id}\0{client}\0{sender.user_agent}".encode(),
-                network=rate_network(client).encode(),
-                ts=self.clock.now(),
-                article=beacon.article,
-                title=beacon.title,
-            )
-            recorded = await self.recorder.record(hit)
         except AnalyticsError as err:
             self.count_error(err)
             raise
+        return site, Hit(
+            site=site,
+            identity=f"{site.id}\0{client}\0{sender.user_agent}".encode(),
+            network=rate_network(client).encode(),
+            ts=self.clock.now(),
+            article=beacon.article,
+            title=beacon.title,
+        )
+
+    def counted(self, recorded: Recorded) -> Drop | None:
+        """A hit the recorder counted, in the metrics: None, or ID_CAP for a new article past
+        the day's cap (the view counted, the article not)."""
         if recorded.article is ArticleCount.CAPPED:
             self.metrics.tick.inc(self._capped)
-            return site, Drop.ID_CAP
+            return Drop.ID_CAP
         self.metrics.tick.inc(self._counted)
         if not recorded.built and self.on_unbuilt is not None:
             self.on_unbuilt()
-        return site, None
+        return None
 
 
 # the one cache of the check (host_allowed and hostname have none of their own): one lookup a

@@ -12,9 +12,12 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from prometheus_client import CollectorRegistry
 
+from aggregations.keys import SiteKeys
+from analytics import appkeys as K
 from analytics import protocol
 from analytics.app import create_app
 from analytics.protocol import HttpDate, ServiceServer
+from analytics.storage import open_redis
 from tests.abuse_helpers import pageviews
 from tests.conftest import BROWSER, ServiceTestServer, add_site, answered, send
 
@@ -239,16 +242,29 @@ def test_the_date_header_is_made_once_a_second():
     assert date() == b"Wed, 18 Nov 2026 11:06:41 GMT"
 
 
-async def test_a_stop_waits_for_the_beacon_being_answered(client, conn):
-    views = client.server.runner.server.answers.views
-    count, entered, release = views.count, asyncio.Event(), asyncio.Event()
+def held_back(client: TestClient[Any, Any]) -> tuple[asyncio.Event, asyncio.Event]:
+    """Holds the recorder's runs back until the second event is set (the first: one came)."""
+    recorder = client.server.runner.server.answers.recorder
+    submit, entered, release = recorder.submit, asyncio.Event(), asyncio.Event()
 
-    async def slow_count(*args: Any) -> Any:
+    def held_submit(hit: Any) -> asyncio.Future[Any]:
         entered.set()
-        await release.wait()
-        return await count(*args)
+        reply = asyncio.get_running_loop().create_future()
 
-    views.count = slow_count
+        async def later() -> None:
+            await release.wait()
+            reply.set_result(await submit(hit))
+
+        tasks.add(asyncio.ensure_future(later()))
+        return reply
+
+    tasks: set[asyncio.Future[None]] = set()
+    recorder.submit = held_submit
+    return entered, release
+
+
+async def test_a_stop_waits_for_the_beacon_being_answered(client, conn):
+    entered, release = held_back(client)
     conn.write(beacon_request())
     await asyncio.wait_for(entered.wait(), 10)
     stopping = asyncio.ensure_future(client.server.close())
@@ -276,25 +292,17 @@ async def test_a_deep_pipeline_behind_a_beacon_is_answered_whole_and_in_order(cl
     assert await pageviews(client) == 2
 
 
-async def slowed(client: TestClient[Any, Any], seconds: float) -> None:
-    views = client.server.runner.server.answers.views
-    count = views.count
-
-    async def slow_count(*args: Any) -> Any:
-        await asyncio.sleep(seconds)
-        return await count(*args)
-
-    views.count = slow_count
-
-
 async def test_a_beacon_in_hand_keeps_its_connection_alive(make_client):
     client = await make_client()
     await add_site(client)
     client.server.runner.server._kwargs["keepalive_timeout"] = 0.2
-    await slowed(client, 0.6)
+    entered, release = held_back(client)
     conn = await Connection.to(client)
     await conn.settle()
     conn.write(beacon_request())
+    await asyncio.wait_for(entered.wait(), 10)
+    await asyncio.sleep(0.6)
+    release.set()
     assert (await conn.response())[0] == "HTTP/1.1 204 No Content"
     conn.close()
 
@@ -304,10 +312,10 @@ async def test_when_answering_fails_the_beacon_gets_a_500_and_the_connection_clo
 ):
     views = client.server.runner.server.answers.views
 
-    async def broken(*args: Any) -> Any:
+    def broken(*args: Any) -> Any:
         raise web.HTTPFound("/elsewhere")  # no error answer_error knows: a bug in the path
 
-    views.count = broken
+    views.parse = broken
     conn.write(beacon_request(), get("/health"))
     status, headers, body = await conn.response()
     assert status == "HTTP/1.1 500 Internal Server Error"
@@ -315,3 +323,36 @@ async def test_when_answering_fails_the_beacon_gets_a_500_and_the_connection_clo
     assert json.loads(body)["error"] == "internal"
     assert await conn.closed()  # the request behind it is not answered by mistake
     assert "answering a beacon failed" in caplog.text
+
+
+async def test_a_beacon_hashed_with_another_salt_is_sent_again_and_counted_once(
+    client, conn, clock
+):
+    """As `Recorder.record` does: another process made the day's salt first."""
+    recorder = client.app[K.RECORDER]
+    site = client.app[K.SITES].get("caobang")
+    day = recorder.calendar.at(clock.now(), site.tz).day
+    keys = SiteKeys(client.app[K.SETTINGS].redis_prefix, "caobang")
+    await open_redis(client.app[K.SETTINGS].redis_url).set(keys.salt(day), "ab" * 16)
+    recorder.salts.learn("caobang", day, "cd" * 16)
+    before = answered(client)
+    conn.write(beacon_request())
+    assert (await conn.response())[0] == "HTTP/1.1 204 No Content"
+    assert answered(client) == before + 1
+    assert recorder.salts.get("caobang", day) == "ab" * 16
+    assert await pageviews(client) == 1
+
+
+async def test_a_salt_that_keeps_changing_is_a_503(client, conn):
+    recorder = client.server.runner.server.answers.recorder
+
+    def another_salt_each_time(hit: Any) -> asyncio.Future[Any]:
+        reply = asyncio.get_running_loop().create_future()
+        reply.set_result((0, "ef" * 16))
+        return reply
+
+    recorder.submit = another_salt_each_time
+    conn.write(beacon_request())
+    status, _, body = await conn.response()
+    assert status == "HTTP/1.1 503 Service Unavailable"
+    assert json.loads(body)["error"] == "storage_unavailable"
