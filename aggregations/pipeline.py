@@ -173,6 +173,11 @@ class GroupCommit:
     async def execute(self, command: bytes) -> Any:
         return await self.call(command)
 
+    def flush(self) -> None:
+        """Write what is queued now rather than at the end of the tick (a caller that has a
+        full batch: Redis can start on it while this process goes on with the tick)."""
+        self._flush()
+
     def _flush(self) -> None:
         self._flush_scheduled = False
         conn = self._conn

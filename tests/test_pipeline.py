@@ -9,9 +9,14 @@ import uuid
 import pytest
 from redis.exceptions import ConnectionError, NoScriptError, ResponseError, TimeoutError
 
+from aggregations.counters import MAX_BATCH
 from aggregations.pipeline import GroupCommit, bulks, pack
+from analytics import appkeys as K
+from tests.abuse_helpers import pageviews
+from tests.conftest import send
 from tests.proxy import redis_proxy
 from tests.stores import Stores
+from tests.test_counting import hit_at
 
 
 @pytest.fixture
@@ -178,3 +183,26 @@ async def test_without_the_group_commit_hits_and_reads_go_through_redis_py(clien
         {"article": "9", "views": 3, "today": 3},
         {"article": "10", "views": 0, "today": 0},
     ]
+
+
+async def test_a_full_run_is_written_to_redis_at_once_mid_tick(client, clock):
+    recorder = client.app[K.RECORDER]
+    site = client.app[K.SITES].get("caobang")
+    pipe = client.app[K.PIPE]
+    assert pipe is not None, "a single Redis: on a Redis Cluster the runs bypass the pipeline"
+    assert (await send(client)).status == 204  # the pipeline's connection is open
+    transport = pipe._conn.transport
+    writes: list[bytes] = []
+    write = transport.write
+
+    def counted_write(data: bytes) -> None:
+        writes.append(data)
+        write(data)
+
+    transport.write = counted_write
+    futures = [recorder.submit(hit_at(site, clock.now(), f"w{i}")) for i in range(MAX_BATCH + 1)]
+    assert len(writes) == 1  # the full run, before this tick ends; the last hit waits for it
+    assert writes[0].count(b"EVALSHA") == 1
+    await asyncio.gather(*futures)
+    assert len(writes) == 2
+    assert await pageviews(client) == MAX_BATCH + 2
