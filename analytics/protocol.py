@@ -2,20 +2,22 @@
 
 Every page view is one beacon, and a beacon's answer is an empty 204. aiohttp's request layer (a
 task and a `Request` per request, the router, a `Response` prepared header by header, the wake-up
-of the connection's own task) cost a beacon about a third of the serving process's instructions
-(`bench.instructions collect`: 379 500 with it, 250 000 without). Here a beacon is taken from
-aiohttp's own parser as soon as it is whole, counted by the same `BeaconViews.count` as the routed
-handler, and answered, once Redis has counted it, with bytes made once; its metrics, errors (the
-same JSON, by the same `answer_error`) and access-log line are those of the routed path.
+of the connection's own task) cost a beacon a third of the serving process's instructions
+(`bench.instructions collect`: 379 500 through it, 257 100 beneath it). Here a beacon is taken
+from aiohttp's own parser as soon as it is whole, goes through the same steps as the routed
+handler's (`BeaconViews.parse`, `Intake.admit`, the recorder's `submit`, `outcome` and `settled`,
+`Intake.counted`) with callbacks rather than a task, and is answered, once Redis has counted it,
+with bytes made once. Its metrics, errors (the same JSON, by the same `answer_error`) and
+access-log line are the routed path's.
 
 Only what is plainly a beacon takes this path: an HTTP/1.1 keep-alive `POST /collect` with no
-query, no `Expect` and no upgrade, whose body came whole, on a connection with nothing else in
-hand. Everything else goes through aiohttp unchanged, and in order: a request that arrives
-(pipelined) while a beacon is answered here waits until that beacon's answer is written.
+query, no `Expect`, no `Content-Encoding` and no upgrade, whose body came whole, on a connection
+with nothing else in hand. Everything else goes through aiohttp unchanged, and in order: a request
+that arrives (pipelined) while a beacon is in hand waits until that beacon's answer is written.
 
-It leans on `RequestHandler`'s internals (its parser, message queue, waiter and keep-alive
-clock), so it is switched on only for the aiohttp releases it was tested with (`TESTED`); on
-another, the service runs on aiohttp's own handler and says so once in its log.
+It leans on `RequestHandler`'s internals (its parser, message queue, waiter, flow control and
+keep-alive clock), so it is switched on only for the aiohttp releases it was tested with
+(`TESTED`); on another, the service runs on aiohttp's own handler and says so once in its log.
 """
 
 from __future__ import annotations
@@ -249,7 +251,7 @@ class ServiceHandler(web_protocol.RequestHandler):
         re-entered) to go on with whatever it had stopped short of, and what that parses must
         find the beacon taken. When the parser cannot have stopped short - reading not paused
         and its queue short of the cap at which it stops (`waiting` requests held or queued,
-        and the beacon) - the re-entry is skipped: nearly always, and 2 % of a beacon's
+        and the beacon) - the re-entry is skipped: nearly always, and 4 % of a beacon's
         instructions."""
         if self._reading_paused or self._buffer_paused or waiting + 1 >= self._max_msg_queue_size:
             return payload.read_nowait()
@@ -274,8 +276,8 @@ class ServiceHandler(web_protocol.RequestHandler):
 
     # A beacon in hand goes through intake and the recorder step by step, with callbacks, not
     # a task: its checks run here and now, its hit joins this tick's run of the counting
-    # script, and the run's reply answers it (a task and its coroutines cost a beacon about a
-    # tenth of its instructions, and each of their steps waits for a turn of the event loop).
+    # script, and the run's reply answers it (a task and its coroutines cost a beacon 7 % of its
+    # instructions, and each of their steps waits for a turn of the event loop).
 
     def _start(self, answers: BeaconAnswers, headers: CIMultiDictProxy[str], body: bytes) -> None:
         started = time.perf_counter()
