@@ -1,5 +1,6 @@
 """Group commit: the Redis commands of concurrent requests go out together, one write per
-event-loop tick, on one pipelined connection; each request still waits for its own reply.
+event-loop tick (or sooner, when a caller with a full batch asks: `flush`), on one pipelined
+connection; each request still waits for its own reply.
 
 This is the hot path's Redis client (the counting script and the widget's reads); everything
 else uses redis-py. Measured on a 2-core machine with 50 concurrent beacons, redis-py's
