@@ -12,6 +12,7 @@ import asyncio
 import binascii
 import functools
 import hashlib
+import logging
 import secrets
 from collections.abc import Coroutine
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ from aggregations.readcache import ReadCache
 from aggregations.redis_client import RedisClient
 from aggregations.scripts import Scripts, as_text
 from aggregations.sites import Site
+
+log = logging.getLogger("analytics.counting")
 
 
 @dataclass(slots=True)  # not frozen: a frozen dataclass takes ~2 us more to make, per beacon
@@ -49,6 +52,9 @@ RECORD_ARGS = 15
 # counts it while this process reads the rest of the tick (with one write a tick, the two took
 # turns: beacons 0.65-0.71 of the bare app, against 0.68-0.77 so, alternating on one machine)
 MAX_BATCH = 16
+# on a Redis Cluster a run goes out as a task of its own, on the next turn of the loop whatever
+# its size, and holds one of the node's pooled connections: there, runs stay as large as before
+ROUTED_BATCH = 128
 SALT_ATTEMPTS = 3  # runs of a hit whose salt was another process's (the day's first hits)
 LIMITED = {2: "client", 3: "site"}  # the script's statuses of a hit a rate limit refused
 
@@ -238,6 +244,7 @@ class Recorder:
         self.pipe = pipe
         self.cache = cache
         self.salts = Salts()
+        self.max_batch = MAX_BATCH if pipe is not None else ROUTED_BATCH
         self._commands: dict[tuple[str, date], _Command] = {}
         self._batches: dict[tuple[str, date, str], _Batch] = {}
         self._dispatch_scheduled = False
@@ -305,7 +312,7 @@ class Recorder:
         fut: asyncio.Future[Outcome] = batch.loop.create_future()
         batch.hits.append(self._hit_args(batch, hit))
         batch.futures.append(fut)
-        if len(batch.hits) >= MAX_BATCH:  # full: it goes now, the rest of the tick starts another
+        if len(batch.hits) >= self.max_batch:  # full: it goes now, the tick starts another
             del self._batches[key]
             self._send(batch)
             if self.pipe is not None:
@@ -351,11 +358,14 @@ class Recorder:
         return keys, args
 
     def _send(self, batch: _Batch) -> None:
-        if self.pipe is None:
-            self._spawn(self._run_routed(batch))
-            return
-        reply = self.pipe.call(self._pack(batch))
-        reply.add_done_callback(functools.partial(self._replied, batch))
+        try:
+            if self.pipe is None:
+                self._spawn(self._run_routed(batch))
+                return
+            reply = self.pipe.call(self._pack(batch))
+            reply.add_done_callback(functools.partial(self._replied, batch))
+        except Exception as err:  # a bug: its requests are answered, not left waiting
+            self._failed(batch, err)
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         """Run `work` as a task, kept referenced until it is done."""
@@ -369,8 +379,10 @@ class Recorder:
             reply = await self.scripts.record(keys=keys, args=args)
         except RedisError as err:
             self._fail(batch, err)
+        except Exception as err:
+            self._failed(batch, err)
         else:
-            self._deliver(batch, reply)
+            self._delivered(batch, reply)
 
     def _replied(self, batch: _Batch, reply: asyncio.Future[Any]) -> None:
         if reply.cancelled():
@@ -378,7 +390,7 @@ class Recorder:
             return
         err = reply.exception()
         if err is None:
-            self._deliver(batch, reply.result())
+            self._delivered(batch, reply.result())
         elif isinstance(err, NoScriptError) and not batch.reloaded:
             # Redis restarted or its scripts were flushed: load ours again, and run it once more
             batch.reloaded = True
@@ -393,6 +405,18 @@ class Recorder:
             self._fail(batch, err)
         else:
             self._send(batch)
+
+    def _delivered(self, batch: _Batch, reply: Any) -> None:
+        try:
+            self._deliver(batch, reply)
+        except Exception as err:  # a reply not of the script's shape
+            self._failed(batch, err)
+
+    def _failed(self, batch: _Batch, err: Exception) -> None:
+        """A run that failed for a reason of this process's own (a bug, not Redis): logged, and
+        its hits fail as a store failure would, so that no request waits forever."""
+        log.exception("recording a run of %d hits failed", len(batch.hits), exc_info=err)
+        self._fail(batch, err)
 
     @staticmethod
     def _fail(batch: _Batch, err: BaseException) -> None:

@@ -177,7 +177,8 @@ class GroupCommit:
     def flush(self) -> None:
         """Write what is queued now rather than at the end of the tick (a caller that has a
         full batch: Redis can start on it while this process goes on with the tick)."""
-        self._flush()
+        if self._queue and not self._closed:
+            self._flush()
 
     def _flush(self) -> None:
         self._flush_scheduled = False

@@ -123,7 +123,8 @@ class Intake:
             raise
         return site, Hit(
             site=site,
-            identity=f"{site.id}\0{client}\0{sender.user_agent}".encode(),
+            # a header's bytes that are not UTF-8 come as surrogates: hashed as they came
+            identity=f"{site.id}\0{client}\0{sender.user_agent}".encode("utf-8", "surrogateescape"),
             network=rate_network(client).encode(),
             ts=self.clock.now(),
             article=beacon.article,

@@ -10,8 +10,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from aggregations.counters import MAX_BATCH, ArticleCount, Hasher, Hit, Recorded
-from aggregations.errors import RateLimited
+from aggregations.counters import MAX_BATCH, ROUTED_BATCH, ArticleCount, Hasher, Hit, Recorded
+from aggregations.errors import RateLimited, StorageUnavailable
 from aggregations.keys import SiteKeys
 from analytics import appkeys as K
 from analytics.storage import open_redis
@@ -261,11 +261,13 @@ async def test_a_full_tick_is_split_into_runs_of_at_most_max_batch(client, clock
     recorder = client.app[K.RECORDER]
     site = client.app[K.SITES].get("caobang")
     runs = runs_of(recorder)
-    rest = MAX_BATCH // 2 + 1
-    n = 2 * MAX_BATCH + rest
+    size = recorder.max_batch  # MAX_BATCH, or on a Redis Cluster ROUTED_BATCH
+    assert size == (MAX_BATCH if client.app[K.PIPE] is not None else ROUTED_BATCH)
+    rest = size // 2 + 1
+    n = 2 * size + rest
     hits = [hit_at(site, clock.now(), f"v{i}", f"a{i % 7}") for i in range(n)]
     outcomes = await asyncio.gather(*(recorder.record(h) for h in hits))
-    assert runs == [MAX_BATCH, MAX_BATCH, rest]
+    assert runs == [size, size, rest]
     assert all(o.new_visit and o.article is ArticleCount.COUNTED for o in outcomes)
     assert (await counters(client))["today"]["pageviews"] == n
     assert (await views(client, "a0"))["views"] == len(range(0, n, 7))
@@ -288,6 +290,25 @@ async def test_a_run_hashed_with_another_salt_is_hashed_again_and_counted_once(c
     assert recorder.salts.get("caobang", day) == "ab" * 16
     assert (await counters(client))["today"] == {"pageviews": 5, "visits": 5, "visitors": 5}
     assert (await views(client, "1"))["views"] == 5
+
+
+async def test_a_run_that_fails_in_this_process_fails_its_hits_not_leaves_them_waiting(
+    client, clock, caplog
+):
+    recorder = client.app[K.RECORDER]
+    site = client.app[K.SITES].get("caobang")
+
+    def broken(batch):
+        raise RuntimeError("a bug")
+
+    recorder._pack = broken  # the group commit's path
+    recorder._arguments = broken  # a Redis Cluster's
+    hits = [hit_at(site, clock.now(), f"b{i}") for i in range(3)]
+    outcomes = await asyncio.wait_for(
+        asyncio.gather(*(recorder.record(h) for h in hits), return_exceptions=True), 10
+    )
+    assert all(isinstance(o, StorageUnavailable) for o in outcomes)
+    assert "recording a run of 3 hits failed" in caplog.text
 
 
 async def test_article_counts_once_per_visit(client, clock):

@@ -206,3 +206,16 @@ async def test_a_full_run_is_written_to_redis_at_once_mid_tick(client, clock):
     await asyncio.gather(*futures)
     assert len(writes) == 2
     assert await pageviews(client) == MAX_BATCH + 2
+
+
+async def test_a_flush_after_close_opens_no_connection(stores):
+    pipe = GroupCommit(stores.redis_url, timeout=2.0)
+    await pipe.execute(pack(b"PING"))
+    await pipe.aclose()
+    refused = pipe.call(pack(b"PING"))
+    pipe.flush()
+    with pytest.raises(ConnectionError):
+        await refused
+    await asyncio.sleep(0.05)
+    assert pipe._conn is None
+    assert pipe._connecting is None

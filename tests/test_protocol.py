@@ -356,3 +356,12 @@ async def test_a_salt_that_keeps_changing_is_a_503(client, conn):
     status, _, body = await conn.response()
     assert status == "HTTP/1.1 503 Service Unavailable"
     assert json.loads(body)["error"] == "storage_unavailable"
+
+
+async def test_a_user_agent_that_is_not_utf8_is_counted_on_either_path(client, conn):
+    # aiohttp hands such header bytes on as surrogates; the visitor is hashed from them as sent
+    for target in ("/collect", "/collect?via=router"):
+        request = beacon_request(target=target).replace(b"Chrome/131", b"Chrome/\xff131")
+        conn.write(request)
+        assert (await conn.response())[0] == "HTTP/1.1 204 No Content", target
+    assert await pageviews(client) == 2
