@@ -218,12 +218,12 @@ class _Batch:
 
 class Recorder:
     """Counts hits into Redis with `lua/record.lua`. The hits of one site and day that arrive in
-    the same event-loop tick go out as one run of the script (at most `MAX_BATCH` hits; a full
+    the same event-loop tick go out as one run of the script (at most `max_batch` hits; a full
     run is written at once, the rest at the end of the tick), which judges each hit in order as
-    if it ran alone and writes their sum once; each hit's request
-    waits for the run that holds it, so it is acknowledged only once Redis has counted it. Runs
-    go through the group commit (`aggregations.pipeline`); on a Redis Cluster (`pipe` None),
-    through redis-py's cluster client, which routes each to the site's node."""
+    if it ran alone and writes their sum once; each hit's request waits for the run that holds
+    it, so it is acknowledged only once Redis has counted it. Runs go through the group commit
+    (`aggregations.pipeline`); on a Redis Cluster (`pipe` None), through redis-py's cluster
+    client, which routes each to the site's node."""
 
     def __init__(
         self,

@@ -52,10 +52,8 @@ class AccessLogger(AbstractAccessLogger):
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
         match_info = getattr(request, "match_info", None)
         route = match_info.route.name if match_info is not None else None
-        self.entry(
-            request.method, request.path, route or "unmatched", response.status,
-            response.body_length, time,
-        )  # fmt: skip
+        path, status, size = request.path, response.status, response.body_length
+        self.entry(request.method, path, route or "unmatched", status, size, time)
 
     def entry(
         self, method: str, path: str, route: str, status: int, size: int, seconds: float
