@@ -273,15 +273,22 @@ async def test_a_full_tick_is_split_into_runs_of_at_most_max_batch(client, clock
     assert (await views(client, "a0"))["views"] == len(range(0, n, 7))
 
 
-async def test_a_run_hashed_with_another_salt_is_hashed_again_and_counted_once(client, clock):
-    """Another process made the day's salt first: the whole run is refused unchanged, and every
-    hit in it is hashed with the salt Redis holds and sent again, together."""
+async def salt_made_elsewhere(client, clock):
+    """Another process made today's salt in Redis (`"ab" * 16`) while this one holds its own
+    (`"cd" * 16`): the recorder, the site and the day."""
     recorder = client.app[K.RECORDER]
     site = client.app[K.SITES].get("caobang")
     day = recorder.calendar.at(clock.now(), site.tz).day
     keys = SiteKeys(client.app[K.SETTINGS].redis_prefix, "caobang")
     await open_redis(client.app[K.SETTINGS].redis_url).set(keys.salt(day), "ab" * 16)
     recorder.salts.learn("caobang", day, "cd" * 16)
+    return recorder, site, day
+
+
+async def test_a_run_hashed_with_another_salt_is_hashed_again_and_counted_once(client, clock):
+    """Another process made the day's salt first: the whole run is refused unchanged, and every
+    hit in it is hashed with the salt Redis holds and sent again, together."""
+    recorder, site, day = await salt_made_elsewhere(client, clock)
     runs = runs_of(recorder)
     hits = [hit_at(site, clock.now(), f"v{i}", "1") for i in range(5)]
     outcomes = await asyncio.gather(*(recorder.record(h) for h in hits))

@@ -12,14 +12,12 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from prometheus_client import CollectorRegistry
 
-from aggregations.keys import SiteKeys
-from analytics import appkeys as K
 from analytics import protocol
 from analytics.app import create_app
 from analytics.protocol import HttpDate, ServiceServer
-from analytics.storage import open_redis
 from tests.abuse_helpers import pageviews
 from tests.conftest import BROWSER, ServiceTestServer, add_site, answered, send
+from tests.test_counting import salt_made_elsewhere
 
 BODY = json.dumps({"site": "caobang", "url": "https://caobang.gov.vn/tin-tuc/1"}).encode()
 
@@ -329,12 +327,7 @@ async def test_a_beacon_hashed_with_another_salt_is_sent_again_and_counted_once(
     client, conn, clock
 ):
     """As `Recorder.record` does: another process made the day's salt first."""
-    recorder = client.app[K.RECORDER]
-    site = client.app[K.SITES].get("caobang")
-    day = recorder.calendar.at(clock.now(), site.tz).day
-    keys = SiteKeys(client.app[K.SETTINGS].redis_prefix, "caobang")
-    await open_redis(client.app[K.SETTINGS].redis_url).set(keys.salt(day), "ab" * 16)
-    recorder.salts.learn("caobang", day, "cd" * 16)
+    recorder, _, day = await salt_made_elsewhere(client, clock)
     before = answered(client)
     conn.write(beacon_request())
     assert (await conn.response())[0] == "HTTP/1.1 204 No Content"
