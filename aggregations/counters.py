@@ -14,7 +14,7 @@ import functools
 import hashlib
 import logging
 import secrets
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import date, timedelta
 from enum import IntEnum
@@ -193,6 +193,8 @@ class _Command:
 _HitArgs = tuple[bytes, bytes, bytes, bytes, bytes, bytes]
 # a hit's outcome: (status, new_visit, article, built), or (0, salt) for another day's salt
 Outcome = tuple[Any, ...]
+# a hit's receiver of its outcome, called once: (outcome, None), or (None, why it failed)
+OnOutcome = Callable[[Outcome | None, StorageUnavailable | None], None]
 
 
 _KEYS_OF_HIT = BULK * 2  # a hit's keys and arguments, formatted in one go
@@ -200,9 +202,11 @@ _ARGS_OF_HIT = BULK * 4
 
 
 class _Batch:
-    """The hits of one site, day and salt that arrived in one event-loop tick: one script run."""
+    """The hits of one site, day and salt that arrived in one event-loop tick: one script run.
+    Each hit's outcome goes to its waiter: a future (`Recorder.submit`), or a receiver called at
+    once (`Recorder.submit_with`)."""
 
-    __slots__ = ("cmd", "futures", "hash", "hits", "loop", "periods", "reloaded", "salt", "ts")
+    __slots__ = ("cmd", "hash", "hits", "loop", "periods", "reloaded", "salt", "ts", "waiters")
 
     def __init__(self, cmd: _Command, periods: Periods, salt: str, ts: float) -> None:
         self.loop = asyncio.get_running_loop()  # once a batch, not once a hit (it asks getpid)
@@ -212,8 +216,17 @@ class _Batch:
         self.hash = Hasher(bytes.fromhex(salt))  # of every visitor and client in the batch
         self.ts = ts
         self.hits: list[_HitArgs] = []
-        self.futures: list[asyncio.Future[Outcome]] = []
+        self.waiters: list[asyncio.Future[Outcome] | OnOutcome] = []
         self.reloaded = False
+
+
+def _tell(on_outcome: OnOutcome, outcome: Outcome | None, error: StorageUnavailable | None) -> None:
+    """Hand a hit's outcome to its receiver; what the receiver raises is logged, not let out
+    (the run's other hits are still to be told)."""
+    try:
+        on_outcome(outcome, error)
+    except Exception:
+        log.exception("a hit's receiver failed")
 
 
 class Recorder:
@@ -298,9 +311,12 @@ class Recorder:
             hit.title.encode() if hit.title else b"",
         )
 
-    def _enqueue(self, hit: Hit, periods: Periods, salt: str) -> asyncio.Future[Outcome]:
-        """Add `hit` to this tick's batch of its site, day and salt; the future of its outcome."""
+    def _enqueue(self, hit: Hit, on_outcome: OnOutcome | None) -> asyncio.Future[Outcome] | None:
+        """Add `hit` to this tick's batch of its site, day and salt. Its outcome goes to
+        `on_outcome`, or when that is None, to the future returned."""
+        periods = self.calendar.at(hit.ts, hit.site.tz)
         site = hit.site.id
+        salt = self.salts.get(site, periods.day)
         key = (site, periods.day, salt)
         batch = self._batches.get(key)
         if batch is None:
@@ -309,9 +325,14 @@ class Recorder:
             if not self._dispatch_scheduled:
                 self._dispatch_scheduled = True
                 batch.loop.call_soon(self._dispatch)
-        fut: asyncio.Future[Outcome] = batch.loop.create_future()
+        fut: asyncio.Future[Outcome] | None = None
+        waiter: asyncio.Future[Outcome] | OnOutcome
+        if on_outcome is None:
+            fut = waiter = batch.loop.create_future()
+        else:
+            waiter = on_outcome
         batch.hits.append(self._hit_args(batch, hit))
-        batch.futures.append(fut)
+        batch.waiters.append(waiter)
         if len(batch.hits) >= self.max_batch:  # full: it goes now, the tick starts another
             del self._batches[key]
             self._send(batch)
@@ -320,10 +341,13 @@ class Recorder:
         return fut
 
     def _dispatch(self) -> None:
+        """The tick's runs, written at once (not on a later turn of the loop)."""
         self._dispatch_scheduled = False
         batches, self._batches = self._batches, {}
         for batch in batches.values():
             self._send(batch)
+        if self.pipe is not None:
+            self.pipe.flush()
 
     def _pack(self, batch: _Batch) -> bytes:
         """The batch's EVALSHA as RESP, in the order `lua/record.lua` documents."""
@@ -362,8 +386,7 @@ class Recorder:
             if self.pipe is None:
                 self._spawn(self._run_routed(batch))
                 return
-            reply = self.pipe.call(self._pack(batch))
-            reply.add_done_callback(functools.partial(self._replied, batch))
+            self.pipe.send(self._pack(batch), functools.partial(self._replied, batch))
         except Exception as err:  # a bug: its requests are answered, not left waiting
             self._failed(batch, err)
 
@@ -384,13 +407,10 @@ class Recorder:
         else:
             self._delivered(batch, reply)
 
-    def _replied(self, batch: _Batch, reply: asyncio.Future[Any]) -> None:
-        if reply.cancelled():
-            self._fail(batch, RedisError("the Redis pipeline was closed"))
-            return
-        err = reply.exception()
+    def _replied(self, batch: _Batch, reply: Any, err: BaseException | None) -> None:
+        """The run's reply, called by the pipeline's connection as soon as it is read."""
         if err is None:
-            self._delivered(batch, reply.result())
+            self._delivered(batch, reply)
         elif isinstance(err, NoScriptError) and not batch.reloaded:
             # Redis restarted or its scripts were flushed: load ours again, and run it once more
             batch.reloaded = True
@@ -420,25 +440,34 @@ class Recorder:
 
     @staticmethod
     def _fail(batch: _Batch, err: BaseException) -> None:
-        for fut in batch.futures:
-            if not fut.done():
-                error = StorageUnavailable(f"Redis refused the hit: {err}")
-                error.__cause__ = err
-                fut.set_exception(error)
+        waiters, batch.waiters = batch.waiters, []  # each told once, whatever fails after
+        for waiter in waiters:
+            error = StorageUnavailable(f"Redis refused the hit: {err}")
+            error.__cause__ = err
+            if isinstance(waiter, asyncio.Future):
+                if not waiter.done():
+                    waiter.set_exception(error)
+            else:
+                _tell(waiter, None, error)
 
     @staticmethod
     def _deliver(batch: _Batch, reply: list[Any]) -> None:
         if int(reply[0]) == 0:  # another salt: every hit is hashed again and sent again
             outcome: Outcome = (0, as_text(reply[1]))
-            for fut in batch.futures:
-                if not fut.done():
-                    fut.set_result(outcome)
-            return
-        built = bool(reply[1])
-        for i, fut in enumerate(batch.futures):
-            if not fut.done():
-                j = 2 + 3 * i
-                fut.set_result((int(reply[j]), bool(reply[j + 1]), int(reply[j + 2]), built))
+            outcomes = [outcome] * len(batch.waiters)
+        else:
+            built = bool(reply[1])
+            outcomes = [
+                (int(reply[j]), bool(reply[j + 1]), int(reply[j + 2]), built)
+                for j in range(2, 2 + 3 * len(batch.waiters), 3)
+            ]
+        waiters, batch.waiters = batch.waiters, []
+        for waiter, outcome in zip(waiters, outcomes, strict=True):
+            if isinstance(waiter, asyncio.Future):
+                if not waiter.done():
+                    waiter.set_result(outcome)
+            else:
+                _tell(waiter, outcome, None)
 
     async def record(self, hit: Hit) -> Recorded:
         try:
@@ -451,13 +480,20 @@ class Recorder:
             self.settled(hit)
 
     # `record` in three steps, for a caller that waits with a callback rather than a coroutine
-    # (the connection's beacon path, `analytics.protocol`): submit, read the outcome when the
-    # future is done (again from submit when it says None), and settled, whatever came of it
+    # (the connection's beacon path, `analytics.protocol`): submit_with, read the outcome it
+    # is handed (again from submit_with when it says None), and settled, whatever came of it
 
     def submit(self, hit: Hit) -> asyncio.Future[Outcome]:
         """Queue `hit` in this tick's run of its site and day: the future of its outcome."""
-        periods = self.calendar.at(hit.ts, hit.site.tz)
-        return self._enqueue(hit, periods, self.salts.get(hit.site.id, periods.day))
+        fut = self._enqueue(hit, None)
+        assert fut is not None
+        return fut
+
+    def submit_with(self, hit: Hit, on_outcome: OnOutcome) -> None:
+        """As `submit`, but the outcome goes to `on_outcome(outcome, None)`, or to
+        `on_outcome(None, error)`, called once, as soon as the run's reply is read: no future,
+        and no turn of the event loop between the reply and the caller's answer."""
+        self._enqueue(hit, on_outcome)
 
     def outcome(self, hit: Hit, outcome: Outcome) -> Recorded | None:
         """What the run said of `hit`: counted, or refused by a rate limit (raises), or None:

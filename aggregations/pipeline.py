@@ -19,17 +19,23 @@ Guarantees, which the callers rely on:
   503); a command that fails this way may or may not have run, exactly as with any client. The
   next command opens a new connection.
 - Commands built by `pack` are sent byte for byte as redis-py would send them.
+
+A caller waits for a reply either with a future (`call`, `execute`, `shared`) or with a plain
+callback (`send`), which the connection calls as soon as the reply is parsed: no future, and no
+turn of the event loop between the reply and what the caller does with it (the counting path:
+a beacon's answer is written in the same turn as its run's reply is read).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import ssl
 import time
 from collections import deque
-from collections.abc import Hashable, Iterable
-from typing import Any, cast
+from collections.abc import Callable, Hashable, Iterable
+from typing import Any, Protocol, cast
 
 import hiredis
 from redis.asyncio.connection import SSLConnection, parse_url
@@ -41,6 +47,8 @@ from redis.exceptions import (
     ResponseError,
     TimeoutError,
 )
+
+log = logging.getLogger("analytics.redis")
 
 DEFAULT_TIMEOUT = 5.0
 
@@ -78,6 +86,47 @@ def classify(error: ResponseError) -> RedisError:
     return error
 
 
+class Waiter(Protocol):
+    """What waits for one command's reply: an asyncio future, or a `Callback`."""
+
+    def done(self) -> bool: ...
+    def set_result(self, result: Any, /) -> None: ...
+    def set_exception(self, exception: BaseException, /) -> None: ...
+
+
+# a reply's receiver: (reply, None), or (None, the error it failed with)
+OnReply = Callable[[Any, BaseException | None], None]
+
+
+class Callback:
+    """A reply's waiter that calls `fn` at once, from the connection's `data_received` (or from
+    whatever fails the command). What `fn` raises is logged, never let out: the connection has
+    the rest of its replies to hand out."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: OnReply) -> None:
+        self.fn: OnReply | None = fn
+
+    def done(self) -> bool:
+        return self.fn is None
+
+    def set_result(self, result: Any, /) -> None:
+        self._call(result, None)
+
+    def set_exception(self, exception: BaseException, /) -> None:
+        self._call(None, exception)
+
+    def _call(self, result: Any, exception: BaseException | None) -> None:
+        fn, self.fn = self.fn, None
+        if fn is None:
+            return  # called already
+        try:
+            fn(result, exception)
+        except Exception:
+            log.exception("a Redis reply's receiver failed")
+
+
 class _Protocol(asyncio.Protocol):
     """The connection: writes what it is given, hands each parsed reply to the next waiter."""
 
@@ -85,7 +134,7 @@ class _Protocol(asyncio.Protocol):
         self.owner = owner
         self.reader = hiredis.Reader(replyError=ResponseError)
         self.transport: asyncio.Transport | None = None
-        self.waiting: deque[asyncio.Future[Any]] = deque()
+        self.waiting: deque[Waiter] = deque()
         self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -139,7 +188,7 @@ class GroupCommit:
         self.timeout = timeout
         self._queue: list[bytes] = []
         self._shared: dict[Hashable, asyncio.Future[Any]] = {}  # reads not yet written, by key
-        self._queued: list[asyncio.Future[Any]] = []
+        self._queued: list[Waiter] = []
         self._flush_scheduled = False
         self._conn: _Protocol | None = None
         self._connecting: asyncio.Task[_Protocol] | None = None
@@ -159,17 +208,24 @@ class GroupCommit:
 
     def call(self, command: bytes) -> asyncio.Future[Any]:
         """The future reply of `command` (RESP bytes, see `pack`)."""
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[Any] = loop.create_future()
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue_waiter(command, fut)
+        return fut
+
+    def send(self, command: bytes, on_reply: OnReply) -> None:
+        """Queue `command`; `on_reply(reply, None)` or `on_reply(None, error)` is called once,
+        as soon as the reply is read (or the command failed)."""
+        self._queue_waiter(command, Callback(on_reply))
+
+    def _queue_waiter(self, command: bytes, waiter: Waiter) -> None:
         if self._closed:
-            fut.set_exception(ConnectionError("the Redis pipeline is closed"))
-            return fut
+            waiter.set_exception(ConnectionError("the Redis pipeline is closed"))
+            return
         self._queue.append(command)
-        self._queued.append(fut)
+        self._queued.append(waiter)
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            loop.call_soon(self._flush)
-        return fut
+            asyncio.get_running_loop().call_soon(self._flush)
 
     async def execute(self, command: bytes) -> Any:
         return await self.call(command)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
 
 import pytest
 from redis.exceptions import ConnectionError, NoScriptError, ResponseError, TimeoutError
@@ -89,6 +90,57 @@ async def test_a_silent_redis_times_out(stores, prefix):
         assert await pipe.execute(pack(b"PING")) == b"PONG"
     finally:
         await pipe.aclose()
+
+
+async def test_a_receiver_is_called_as_its_reply_is_read_and_one_that_raises_stops_nothing(
+    pipe, prefix, caplog
+):
+    key = f"{prefix}:{{p}}:r".encode()
+    got: list[tuple[object, object, bool]] = []
+
+    def broken(reply: object, error: object) -> None:
+        raise RuntimeError("a receiver with a bug")
+
+    def receiver(reply: object, error: object) -> None:
+        # called while the connection hands out the replies it read, not on a later turn: the
+        # future queued behind is not resolved yet (a future's callbacks would find it done)
+        got.append((reply, error, after.done()))
+
+    pipe.send(pack(b"INCR", key), broken)
+    pipe.send(pack(b"INCR", key), receiver)
+    pipe.send(pack(b"INCRBY", key, b"not-a-number"), receiver)
+    after = pipe.call(pack(b"INCR", key))  # a future behind them still gets its own reply
+    assert await after == 3
+    assert got[0] == (2, None, False)
+    assert got[1][0] is None
+    assert isinstance(got[1][1], ResponseError)
+    assert not got[1][2]
+    assert "a Redis reply's receiver failed" in caplog.text
+
+
+async def test_a_receiver_is_told_of_a_lost_connection_once(stores, prefix):
+    proxy, url = await redis_proxy(stores.redis_url)
+    pipe = GroupCommit(url, timeout=2.0)
+    told: list[object] = []
+    try:
+        assert await pipe.execute(pack(b"PING")) == b"PONG"
+        blocked = pack(b"BLPOP", f"{prefix}:{{p}}:never".encode(), b"0")
+        pipe.send(blocked, lambda reply, error: told.append(error))
+        await asyncio.sleep(0.1)
+        await proxy.stop()
+        for _ in range(50):
+            if told:
+                break
+            await asyncio.sleep(0.02)
+        assert len(told) == 1
+        assert isinstance(told[0], ConnectionError)
+    finally:
+        await pipe.aclose()
+    await proxy.start()
+    closed: list[object] = []
+    pipe.send(pack(b"PING"), lambda reply, error: closed.append(error))  # closed: told at once
+    assert len(closed) == 1
+    assert isinstance(closed[0], ConnectionError)
 
 
 async def test_identical_reads_of_a_tick_share_one_run_but_never_an_older_one(pipe, prefix):
@@ -206,6 +258,33 @@ async def test_a_full_run_is_written_to_redis_at_once_mid_tick(client, clock):
     await asyncio.gather(*futures)
     assert len(writes) == 2
     assert await pageviews(client) == MAX_BATCH + 2
+
+
+async def test_hit_receivers_are_each_told_their_outcome_once_even_if_one_raises(
+    client, clock, caplog
+):
+    recorder = client.app[K.RECORDER]
+    site = client.app[K.SITES].get("caobang")
+    told: list[tuple[str, object, object]] = []
+    done = asyncio.Event()
+
+    def receiver(who: str) -> Any:
+        def on_outcome(outcome: object, error: object) -> None:
+            told.append((who, outcome, error))
+            if who == "r0":
+                raise RuntimeError("a receiver with a bug")
+            if len(told) == 3:
+                done.set()
+
+        return on_outcome
+
+    for i in range(3):
+        recorder.submit_with(hit_at(site, clock.now(), f"r{i}"), receiver(f"r{i}"))
+    await asyncio.wait_for(done.wait(), 5)
+    assert [who for who, _, _ in told] == ["r0", "r1", "r2"]
+    assert all(outcome[0] == 1 and error is None for _, outcome, error in told)
+    assert "a hit's receiver failed" in caplog.text
+    assert await pageviews(client) == 3
 
 
 async def test_a_flush_after_close_opens_no_connection(stores):

@@ -243,21 +243,19 @@ def test_the_date_header_is_made_once_a_second():
 def held_back(client: TestClient[Any, Any]) -> tuple[asyncio.Event, asyncio.Event]:
     """Holds the recorder's runs back until the second event is set (the first: one came)."""
     recorder = client.server.runner.server.answers.recorder
-    submit, entered, release = recorder.submit, asyncio.Event(), asyncio.Event()
+    submit_with, entered, release = recorder.submit_with, asyncio.Event(), asyncio.Event()
 
-    def held_submit(hit: Any) -> asyncio.Future[Any]:
+    def held_submit_with(hit: Any, on_outcome: Any) -> None:
         entered.set()
-        reply = asyncio.get_running_loop().create_future()
 
         async def later() -> None:
             await release.wait()
-            reply.set_result(await submit(hit))
+            submit_with(hit, on_outcome)
 
         tasks.add(asyncio.ensure_future(later()))
-        return reply
 
     tasks: set[asyncio.Future[None]] = set()
-    recorder.submit = held_submit
+    recorder.submit_with = held_submit_with
     return entered, release
 
 
@@ -339,12 +337,10 @@ async def test_a_beacon_hashed_with_another_salt_is_sent_again_and_counted_once(
 async def test_a_salt_that_keeps_changing_is_a_503(client, conn):
     recorder = client.server.runner.server.answers.recorder
 
-    def another_salt_each_time(hit: Any) -> asyncio.Future[Any]:
-        reply = asyncio.get_running_loop().create_future()
-        reply.set_result((0, "ef" * 16))
-        return reply
+    def another_salt_each_time(hit: Any, on_outcome: Any) -> None:
+        on_outcome((0, "ef" * 16), None)
 
-    recorder.submit = another_salt_each_time
+    recorder.submit_with = another_salt_each_time
     conn.write(beacon_request())
     status, _, body = await conn.response()
     assert status == "HTTP/1.1 503 Service Unavailable"
