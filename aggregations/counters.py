@@ -221,11 +221,14 @@ class _Batch:
 
 
 def _tell(on_outcome: OnOutcome, outcome: Outcome | None, error: StorageUnavailable | None) -> None:
-    """Hand a hit's outcome to its receiver; what the receiver raises is logged, not let out
-    (the run's other hits are still to be told)."""
+    """Hand a hit's outcome to its receiver; what the receiver raises is logged, not let out,
+    as the event loop does with a callback's (all but an exit): the run's other hits are still
+    to be told."""
     try:
         on_outcome(outcome, error)
-    except Exception:
+    except (SystemExit, KeyboardInterrupt):
+        raise
+    except BaseException:
         log.exception("a hit's receiver failed")
 
 

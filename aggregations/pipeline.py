@@ -100,8 +100,9 @@ OnReply = Callable[[Any, BaseException | None], None]
 
 class Callback:
     """A reply's waiter that calls `fn` at once, from the connection's `data_received` (or from
-    whatever fails the command). What `fn` raises is logged, never let out: the connection has
-    the rest of its replies to hand out."""
+    whatever fails the command). What `fn` raises is logged, never let out, as the event loop
+    does with a callback's (all but an exit): the connection has the rest of its replies to hand
+    out."""
 
     __slots__ = ("fn",)
 
@@ -123,7 +124,9 @@ class Callback:
             return  # called already
         try:
             fn(result, exception)
-        except Exception:
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException:
             log.exception("a Redis reply's receiver failed")
 
 
@@ -170,9 +173,10 @@ class _Protocol(asyncio.Protocol):
                 fut.set_exception(error)
 
     def abort(self, error: RedisError) -> None:
-        self.fail(error)
+        # the connection closing first: what a waiter sends when told goes to a new one
         if self.transport is not None:
             self.transport.abort()
+        self.fail(error)
 
 
 class GroupCommit:

@@ -140,8 +140,9 @@ class Reader:
         nested period dicts may be shared with other callers: do not change them)."""
         cached = self.cache.get(site.id, "counters", now)
         if cached is None:
+            version = self.cache.version(site.id)
             cached = await self._counters(site, now)
-            self.cache.put(site.id, "counters", now, cached)
+            self.cache.put(site.id, "counters", now, cached, version)
         return dict(cached)
 
     async def _counters(self, site: Site, now: float) -> dict[str, Any]:
@@ -178,8 +179,9 @@ class Reader:
         key = ("articles", *ids)
         cached = self.cache.get(site.id, key, now)
         if cached is None:
+            version = self.cache.version(site.id)
             cached = await self._articles(site, ids, now)
-            self.cache.put(site.id, key, now, cached)
+            self.cache.put(site.id, key, now, cached, version)
         return [dict(a) for a in cached]
 
     async def _articles(self, site: Site, ids: list[str], now: float) -> list[dict[str, Any]]:

@@ -49,8 +49,9 @@ async def hot_json(
     cache = app[K.READ_CACHE]
     found: Cacheable | None = cache.get(site.id, key, now)
     if found is None:
+        version = cache.version(site.id)
         found = Cacheable(msgspec.json.encode(await read(now)), "application/json")
-        cache.put(site.id, key, now, found)
+        cache.put(site.id, key, now, found, version)
     return found.response(request)
 
 

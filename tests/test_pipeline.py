@@ -160,14 +160,64 @@ def test_read_cache_keeps_a_read_one_second_and_forgets_a_site_on_drop():
     from aggregations.readcache import ReadCache
 
     cache = ReadCache(ttl=1.0)
-    cache.put("a", "counters", 100.0, {"pv": 1})
-    cache.put("b", "counters", 100.0, {"pv": 2})
+    cache.put("a", "counters", 100.0, {"pv": 1}, cache.version("a"))
+    cache.put("b", "counters", 100.0, {"pv": 2}, cache.version("b"))
     assert cache.get("a", "counters", 100.9) == {"pv": 1}
     assert cache.get("a", "counters", 101.0) is None  # a second later: read again
     assert cache.get("a", "counters", 99.0) is None  # a clock set back: read again
     cache.drop("a")
     assert cache.get("a", "counters", 100.5) is None
     assert cache.get("b", "counters", 100.5) == {"pv": 2}
+
+
+def test_a_read_sent_before_a_drop_is_not_kept():
+    from aggregations.readcache import ReadCache
+
+    cache = ReadCache(ttl=1.0)
+    version = cache.version("a")  # a read is sent...
+    cache.drop("a")  # ...a beacon is acknowledged before its reply is handled...
+    cache.put("a", "counters", 100.0, {"pv": 0}, version)  # ...so the reply may be older
+    assert cache.get("a", "counters", 100.5) is None
+    cache.put("a", "counters", 100.0, {"pv": 1}, cache.version("a"))
+    assert cache.get("a", "counters", 100.5) == {"pv": 1}
+    cache.put("b", "counters", 100.0, {"pv": 2}, cache.version("b"))  # other sites: unmoved
+    assert cache.get("b", "counters", 100.5) == {"pv": 2}
+
+
+async def test_a_read_answered_with_a_run_does_not_hide_the_runs_beacons(client, clock):
+    """A read sent just before a full run, its reply read in the same chunk as the run's: the
+    run's beacons are acknowledged (and the read cache dropped) as the run's reply is read,
+    before the read's task resumes with counts from before them. Once acknowledged, a read must
+    show them: the older reply is not kept."""
+    reader, recorder = client.app[K.READER], client.app[K.RECORDER]
+    site = client.app[K.SITES].get("caobang")
+    pipe = client.app[K.PIPE]
+    assert (await send(client)).status == 204  # the pipeline's connection is open
+    now = clock.now()
+    before = (await reader.counters(site, now))["today"]["pageviews"]
+    recorder.settled(hit_at(site, now, "x"))  # forget that read
+    early = asyncio.ensure_future(reader.counters(site, now))
+    await asyncio.sleep(0)  # the read is queued, not yet written
+    acked = asyncio.Event()
+    told: list[object] = []
+
+    def on_outcome(hit: Any) -> Any:
+        def told_of(outcome: object, error: object) -> None:
+            recorder.settled(hit)  # as the connection's beacon path does, then answers 204
+            told.append(outcome)
+            if len(told) == MAX_BATCH:
+                acked.set()
+
+        return told_of
+
+    for i in range(MAX_BATCH):  # a full run: written at once, after the read, in one write
+        hit = hit_at(site, now, f"rw{i}")
+        recorder.submit_with(hit, on_outcome(hit))
+    assert pipe._queue == []  # both went out together
+    await asyncio.wait_for(acked.wait(), 5)
+    assert (await early)["today"]["pageviews"] == before  # sent before the run: older
+    after = await reader.counters(site, now)  # after every acknowledgement: sees them all
+    assert after["today"]["pageviews"] == before + MAX_BATCH
 
 
 async def test_a_read_right_after_a_beacon_sees_it(client, clock):
@@ -285,6 +335,37 @@ async def test_hit_receivers_are_each_told_their_outcome_once_even_if_one_raises
     assert all(outcome[0] == 1 and error is None for _, outcome, error in told)
     assert "a hit's receiver failed" in caplog.text
     assert await pageviews(client) == 3
+
+
+async def test_a_receiver_that_raises_a_cancellation_stops_no_other_and_no_connection(
+    client, clock, caplog
+):
+    recorder = client.app[K.RECORDER]
+    site = client.app[K.SITES].get("caobang")
+    pipe = client.app[K.PIPE]
+    assert (await send(client)).status == 204
+    conn = pipe._conn
+    told: list[str] = []
+    done = asyncio.Event()
+
+    def receiver(who: str) -> Any:
+        def on_outcome(outcome: object, error: object) -> None:
+            told.append(who)
+            if who == "c0":
+                raise asyncio.CancelledError  # a BaseException, not an Exception
+            if len(told) == 3:
+                done.set()
+
+        return on_outcome
+
+    for i in range(3):
+        recorder.submit_with(hit_at(site, clock.now(), f"c{i}"), receiver(f"c{i}"))
+    await asyncio.wait_for(done.wait(), 5)
+    assert told == ["c0", "c1", "c2"]
+    assert "a hit's receiver failed" in caplog.text
+    assert (await send(client, ip="203.0.113.9")).status == 204
+    assert pipe._conn is conn  # the same connection: nothing escaped into it
+    assert await pageviews(client) == 5  # the first beacon, the three hits, the last beacon
 
 
 async def test_a_flush_after_close_opens_no_connection(stores):
