@@ -124,6 +124,21 @@ def cpu_seconds(pids: tuple[int, ...]) -> float:
     return total
 
 
+def preemptions(pids: tuple[int, ...]) -> int:
+    """How often the processes were taken off a core they still wanted (involuntary context
+    switches) so far: on a machine whose cores are all busy, the time a server waits for one."""
+    total = 0
+    for pid in pids:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("nonvoluntary_ctxt_switches:"):
+                total += int(line.split()[1])
+    return total
+
+
 def redis_cpu(client: redis.Redis) -> float:
     info = client.info("cpu")
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
@@ -162,11 +177,13 @@ class Bench:
         if counting:
             pv0, svc0 = page_views(self.redis, self.keys), counted_metric(server)
         cpu0, redis0 = cpu_seconds(server.pids), redis_cpu(self.redis)
+        preempted0 = preemptions(server.pids)
         result = self.wrk(server, scenario, self.args.duration)
         result = replace(
             result,
             server_cpu=cpu_seconds(server.pids) - cpu0,
             redis_cpu=redis_cpu(self.redis) - redis0,
+            preempted=preemptions(server.pids) - preempted0,
         )
         if counting:
             time.sleep(0.3)  # let requests written just before wrk's deadline finish
@@ -195,13 +212,15 @@ class Bench:
                     result = self.measured(server, scenario, results[scenario.name])
                     getattr(results[scenario.name], server.name).append(result)
                     us = result.per_request_us
+                    preempted = result.preempted / max(1, result.requests)
                     print(
                         f"  round {i + 1} {scenario.name:<8} {server.name:<7}"
                         f" {result.rate:>9.0f}/s  p50 {result.p50_ms:5.2f} ms"
                         f"  p99 {result.p99_ms:6.2f} ms  errors {result.errors}"
                         f"  CPU/request: server {us(result.server_cpu):.0f} us,"
-                        f" Redis* {us(result.redis_cpu):.0f} us, wrk {us(result.client_cpu):.0f} us"
-                        f"  (load {load_average()})",
+                        f" Redis* {us(result.redis_cpu):.0f} us,"
+                        f" wrk {us(result.client_cpu):.0f} us; server preempted"
+                        f" {preempted:.3f} a request  (load {load_average()})",
                         flush=True,
                     )
         return results
@@ -243,9 +262,12 @@ def cpu_budget(rounds: Rounds, cores: int, args: argparse.Namespace) -> list[str
     bare_rate = statistics.median(r.rate for r in rounds.bare)
     svc_rate = statistics.median(r.rate for r in rounds.service)
     processes = f"{args.workers} process{'es' if args.workers > 1 else ''}"
+    bare_out = statistics.median(r.preempted / max(1, r.requests) for r in rounds.bare)
+    svc_out = statistics.median(r.preempted / max(1, r.requests) for r in rounds.service)
     return [
         f"  CPU a request (medians): bare app {bare_us:.0f} us + wrk {bare_wrk:.0f} us;"
-        f" service {svc_us:.0f} us + Redis {redis_us:.0f} us + wrk {svc_wrk:.0f} us",
+        f" service {svc_us:.0f} us + Redis {redis_us:.0f} us + wrk {svc_wrk:.0f} us;"
+        f" preempted a request: bare app {bare_out:.3f}, service {svc_out:.3f}",
         f"  CPU model on {cores} cores: bare app {bare_model:.0f}/s (measured {bare_rate:.0f}/s),"
         f" service {svc_model:.0f}/s (measured {svc_rate:.0f}/s); a service as cheap a request"
         f" as the bare app ({processes}) beside this Redis and wrk: {ceiling:.0f}/s,"

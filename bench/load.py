@@ -29,6 +29,8 @@ class Result:
     client_cpu: float = 0.0  # CPU seconds wrk itself used (user + system)
     server_cpu: float = 0.0  # of the server's processes, filled in by the bench
     redis_cpu: float = 0.0  # of Redis, all its clients, filled in by the bench
+    # times the server's processes were preempted (involuntary context switches), by the bench
+    preempted: int = 0
 
     def per_request_us(self, cpu_seconds: float) -> float:
         return 1e6 * cpu_seconds / max(1, self.requests)

@@ -35,7 +35,7 @@ def test_no_cpu_at_all_is_no_limit_and_no_crash() -> None:
     assert cpu_rate((0.0, 1), [(0.0, 1)], cores=2) > 1e12
 
 
-def result(requests: int, server: float, redis: float, wrk: float) -> Result:
+def result(requests: int, server: float, redis: float, wrk: float, preempted: int = 0) -> Result:
     return Result(
         requests=requests,
         sent=0,
@@ -48,17 +48,19 @@ def result(requests: int, server: float, redis: float, wrk: float) -> Result:
         client_cpu=wrk,
         server_cpu=server,
         redis_cpu=redis,
+        preempted=preempted,
     )
 
 
 def test_the_budget_puts_the_bare_apps_cost_beside_the_services_redis_and_wrk() -> None:
     # per request: bare app 40 us + wrk 10; service 100 us + Redis 40 + wrk 20 (10 000 requests)
     rounds = Rounds(
-        bare=[result(20_000, 0.8, 0.0, 0.2)],
-        service=[result(10_000, 1.0, 0.4, 0.2)],
+        bare=[result(20_000, 0.8, 0.0, 0.2, preempted=20)],
+        service=[result(10_000, 1.0, 0.4, 0.2, preempted=2_500)],
     )
     lines = cpu_budget(rounds, 2, argparse.Namespace(threads=2, workers=1))
     assert "bare app 40 us + wrk 10 us; service 100 us + Redis 40 us + wrk 20 us" in lines[0]
+    assert "preempted a request: bare app 0.001, service 0.250" in lines[0]
     # bare: held to its core, 25 000/s; service: 10 000/s on its core; a service at 40 us
     # beside Redis 40 and wrk 20: 2 cores / 100 us = 20 000/s, 0.80 of the bare app's
     assert "bare app 25000/s (measured 20000/s), service 10000/s (measured 10000/s)" in lines[1]
