@@ -59,7 +59,7 @@ async def counters(request: web.Request) -> web.Response:
     app = request.app  # once: a property that walks the match info
     site = site_of(request, app)
     reader = app[K.READER]
-    return await hot_json(request, app, site, "json", lambda now: reader.counters(site, now))
+    return await hot_json(request, app, site, COUNTERS_KEY, lambda now: reader.counters(site, now))
 
 
 async def article(request: web.Request) -> web.Response:
@@ -74,6 +74,23 @@ def parse_ids(raw: str | None) -> list[str]:
     if not raw:
         raise InvalidInput("ids must list 1-100 article ids, separated by commas", "ids")
     return list(_parse_ids(raw))
+
+
+def checked_ids(raw: str) -> tuple[str, ...] | None:
+    """The ids `raw` lists, or None when `parse_ids` would refuse them (the connection's read
+    path then leaves the request to the routed handler, which answers the error)."""
+    try:
+        return _parse_ids(raw)
+    except InvalidInput:
+        return None
+
+
+def articles_key(ids: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """The read cache's key of an articles read (shared with the connection's read path)."""
+    return ("json", *ids)
+
+
+COUNTERS_KEY = "json"  # the read cache's key of the counters read
 
 
 @lru_cache(maxsize=1024)  # a page asks for the same list on every view
@@ -93,7 +110,7 @@ async def articles(request: web.Request) -> web.Response:
     async def read(now: float) -> dict[str, Any]:
         return {"articles": await reader.articles(site, ids, now)}
 
-    return await hot_json(request, app, site, ("json", *ids), read)
+    return await hot_json(request, app, site, articles_key(ids), read)
 
 
 def parse_int(raw: str | None, field: str, default: int, low: int, high: int) -> int:

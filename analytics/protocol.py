@@ -16,6 +16,13 @@ query, no `Expect`, no `Content-Encoding` and no upgrade, whose body came whole,
 with nothing else in hand. Everything else goes through aiohttp unchanged, and in order: a request
 that arrives (pipelined) while a beacon is in hand waits until that beacon's answer is written.
 
+The widget's two hot reads - `GET /api/v1/sites/{site}/counters` and `.../articles?ids=...` -
+are answered here too, at once, when the read cache (`aggregations.readcache`) holds them: the
+same entry the routed handler would answer from, as bytes made once per entry (200, or 304 for
+an `If-None-Match` that names its ETag). A read the cache does not hold, or one with anything
+unusual about it (another query, a percent-encoded path, a body, HTTP/1.0, `Connection: close`),
+goes through aiohttp, which reads Redis and fills the cache.
+
 It leans on `RequestHandler`'s internals (its parser, message queue, waiter, flow control and
 keep-alive clock), so it is switched on only for the aiohttp releases it was tested with
 (`TESTED`); on another, the service runs on aiohttp's own handler and says so once in its log.
@@ -26,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import re
 import time
 from collections.abc import Callable
 from email.utils import formatdate
@@ -38,14 +46,19 @@ from aiohttp.http import SERVER_SOFTWARE, HttpVersion11
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.http_parser import RawRequestMessage
 from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
-from multidict import CIMultiDictProxy
+from multidict import CIMultiDictProxy, istr
 
+from aggregations.clock import Clock
 from aggregations.counters import SALT_ATTEMPTS, Hit, Outcome
 from aggregations.errors import AnalyticsError, StorageUnavailable
 from aggregations.metrics import Metrics
+from aggregations.readcache import ReadCache
+from aggregations.sites import SiteCache
 from analytics import appkeys as K
+from analytics.api import COUNTERS_KEY, articles_key, checked_ids
 from analytics.logs import AccessLogger
 from analytics.middleware import answer_error, error_response
+from analytics.responses import Cacheable, matches
 from collectors.handlers import ACK_HEADERS, BeaconViews, sender_of
 
 log = logging.getLogger("analytics.http")
@@ -181,22 +194,113 @@ def is_beacon(message: Any, payload: StreamReader) -> bool:
     )
 
 
+READS = "/api/v1/sites/"
+ARTICLES = "articles?ids="
+# ids that need no decoding: what a widget sends; anything else goes the routed way
+PLAIN_IDS = re.compile(r"[A-Za-z0-9._:,-]{1,4096}")
+IF_NONE_MATCH = istr("If-None-Match")
+
+
+def is_plain_get(message: Any, payload: StreamReader) -> bool:
+    """Whether a parsed request is a plain keep-alive HTTP/1.1 GET without a body."""
+    return (
+        type(message) is RawRequestMessage
+        and message.method == "GET"
+        and message.version == HttpVersion11
+        and not message.should_close
+        and not message.upgrade
+        and payload is EMPTY_PAYLOAD
+    )
+
+
+class ReadAnswers:
+    """The widget's hot reads answered from the read cache on the connection: the bytes of the
+    routed handler's answer from the same entry (see the module's text). One per server."""
+
+    def __init__(
+        self,
+        cache: ReadCache,
+        sites: SiteCache,
+        clock: Clock,
+        metrics: Metrics,
+        date: HttpDate,
+    ) -> None:
+        self.cache = cache
+        self.sites = sites
+        self.clock = clock
+        self.metrics = metrics
+        self.date = date
+        self.answered = 0  # reads answered here (the tests' proof that this path ran)
+
+    def answer(self, message: RawRequestMessage, access: AccessLogger | None) -> bytes | None:
+        """The answer to a plain GET from the read cache, or None: aiohttp answers it."""
+        started = time.perf_counter()
+        path: str = message.path
+        if not path.startswith(READS):
+            return None
+        raw_site, _, rest = path[len(READS) :].partition("/")
+        key: str | tuple[str, ...]
+        if rest == "counters":
+            route, key = "counters", COUNTERS_KEY
+        elif rest.startswith(ARTICLES) and PLAIN_IDS.fullmatch(rest, len(ARTICLES)):
+            ids = checked_ids(rest[len(ARTICLES) :])
+            if ids is None:
+                return None
+            route, key = "articles", articles_key(ids)
+        else:
+            return None
+        site = self.sites.get(raw_site)
+        if site is None:
+            return None
+        found: Cacheable | None = self.cache.get(site.id, key, self.clock.now())
+        if found is None:
+            return None
+        wire = found.wire or wire_of(found)
+        if matches(message.headers.get(IF_NONE_MATCH), found.etag):
+            status, head, body = 304, wire[1], b""
+        else:
+            status, head, body = 200, wire[0], found.body
+        seconds = time.perf_counter() - started
+        self.metrics.observe_http(route, status, seconds)
+        self.answered += 1
+        if access is not None:
+            access.entry("GET", path.partition("?")[0], route, status, len(body), seconds)
+        return head + self.date() + b"\r\n\r\n" + body
+
+
+def wire_of(found: Cacheable) -> tuple[bytes, bytes]:
+    """A read cache entry's two answers, up to the `Date` header's value, as aiohttp writes
+    them: kept on the entry."""
+    ok, unchanged = found.ok(), found.not_modified()
+    ok_headers = {name: value for name, value in ok.headers.items()}
+    ok_headers["Content-Length"] = str(len(found.body))
+    unchanged_headers = {name: value for name, value in unchanged.headers.items()}
+    found.wire = (head(200, ok_headers), head(304, unchanged_headers))
+    return found.wire
+
+
 Queued = tuple[Any, StreamReader]
 
 
 class ServiceHandler(web_protocol.RequestHandler):
     """aiohttp's connection handler, answering plain beacons itself (see the module's text)."""
 
-    __slots__ = ("_access", "_answers", "_draining", "_held", "_peer", "_reading_body")
+    __slots__ = ("_access", "_answers", "_draining", "_held", "_peer", "_reading_body", "_reads")
 
     def __init__(
-        self, manager: web.Server, *, answers: BeaconAnswers | None, **kwargs: Any
+        self,
+        manager: web.Server,
+        *,
+        answers: BeaconAnswers | None,
+        reads: ReadAnswers | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(manager, **kwargs)
         access = self.access_logger if self._logging_enabled else None
         if access is not None and not isinstance(access, AccessLogger):
-            answers = None  # an access log this path cannot write to: aiohttp answers it all
+            answers = reads = None  # an access log these paths cannot write to: aiohttp's
         self._answers = answers
+        self._reads = reads
         self._access = access if isinstance(access, AccessLogger) else None
         self._held: list[Queued] | None = None  # requests behind the beacon being answered
         self._draining: asyncio.Task[None] | None = None
@@ -233,6 +337,8 @@ class ServiceHandler(web_protocol.RequestHandler):
                 parser.message_consumed()
                 self._take()
                 beacon = (message.headers, payload)
+            elif not self._messages and self._idle() and self._answered_read(message, payload):
+                parser.message_consumed()
             else:
                 self._messages.append((message, payload))
                 queued = True
@@ -264,6 +370,27 @@ class ServiceHandler(web_protocol.RequestHandler):
             return payload.read_nowait()
         finally:
             self._reading_body = False
+
+    def _answered_read(self, message: Any, payload: StreamReader) -> bool:
+        """Whether a plain GET was one of the hot reads the read cache holds, and is answered
+        (written now: nothing is in hand, so it is the connection's next answer)."""
+        reads, transport = self._reads, self.transport
+        if (
+            reads is None
+            or transport is None
+            or transport.is_closing()
+            or self.writing_paused
+            or not is_plain_get(message, payload)
+        ):
+            return False
+        answer = reads.answer(message, self._access)
+        if answer is None:
+            return False
+        transport.write(answer)
+        if self._manager is not None:
+            self._manager.requests_count += 1
+        self._keep_alive_from_now()
+        return True
 
     def _idle(self) -> bool:
         """The connection's own task waits for a request: none is being answered."""
@@ -386,12 +513,21 @@ class ServiceHandler(web_protocol.RequestHandler):
 class ServiceServer(web.Server):
     """aiohttp's server, making `ServiceHandler`s."""
 
-    def __init__(self, *args: Any, answers: BeaconAnswers | None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        answers: BeaconAnswers | None,
+        reads: ReadAnswers | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.answers = answers
+        self.reads = reads
 
     def __call__(self) -> web_protocol.RequestHandler:
-        return ServiceHandler(self, answers=self.answers, loop=self._loop, **self._kwargs)
+        return ServiceHandler(
+            self, answers=self.answers, reads=self.reads, loop=self._loop, **self._kwargs
+        )
 
 
 class ServiceRunner(web.AppRunner):
@@ -409,11 +545,15 @@ class ServiceRunner(web.AppRunner):
             return made
         app = self.app
         answers = BeaconAnswers(app[K.BEACONS], app[K.METRICS])
+        reads = ReadAnswers(
+            app[K.READ_CACHE], app[K.SITES], app[K.CLOCK], app[K.METRICS], answers.date
+        )
         return ServiceServer(
             made.request_handler,
             request_factory=made.request_factory,
             handler_cancellation=made.handler_cancellation,
             loop=made._loop,
             answers=answers,
+            reads=reads,
             **made._kwargs,
         )

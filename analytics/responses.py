@@ -25,10 +25,14 @@ def etag_of(body: bytes) -> str:
 
 
 def not_modified(request: web.Request, etag: str) -> bool:
-    header = request.headers.get("If-None-Match")
-    if not header:
+    return matches(request.headers.get("If-None-Match"), etag)
+
+
+def matches(if_none_match: str | None, etag: str) -> bool:
+    """Whether an `If-None-Match` header's value names `etag`: the client has the body."""
+    if not if_none_match:
         return False
-    tags = {t.strip() for t in header.split(",")}
+    tags = {t.strip() for t in if_none_match.split(",")}
     return "*" in tags or etag in tags or etag.removeprefix("W/") in tags
 
 
@@ -36,7 +40,7 @@ class Cacheable:
     """An answer's body with its validators and headers, made once: the read cache keeps these,
     and each request it answers builds only its response."""
 
-    __slots__ = ("body", "etag", "headers", "validators")
+    __slots__ = ("body", "etag", "headers", "validators", "wire")
 
     def __init__(
         self,
@@ -54,12 +58,21 @@ class Cacheable:
         if charset:
             content_type += "; charset=" + charset
         self.headers = CIMultiDictProxy(CIMultiDict(validators, **{"Content-Type": content_type}))
+        # its two answers as bytes (but for the date), made by the connection's read path
+        # (`analytics.protocol`) the first time it answers from this entry
+        self.wire: tuple[bytes, bytes] | None = None
 
     def response(self, request: web.Request) -> web.Response:
         """The body, or 304 when the client already has it."""
         if not_modified(request, self.etag):
-            return web.Response(status=304, headers=self.validators)
+            return self.not_modified()
+        return self.ok()
+
+    def ok(self) -> web.Response:
         return web.Response(body=self.body, headers=self.headers)
+
+    def not_modified(self) -> web.Response:
+        return web.Response(status=304, headers=self.validators)
 
 
 def cached(

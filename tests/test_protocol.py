@@ -18,6 +18,7 @@ from analytics.protocol import HttpDate, ServiceServer
 from tests.abuse_helpers import pageviews
 from tests.conftest import BROWSER, ServiceTestServer, add_site, answered, send
 from tests.test_counting import salt_made_elsewhere
+from tests.test_metrics import scrape
 
 BODY = json.dumps({"site": "caobang", "url": "https://caobang.gov.vn/tin-tuc/1"}).encode()
 
@@ -56,12 +57,13 @@ class Connection:
     def write(self, *requests: bytes) -> None:
         self.writer.write(b"".join(requests))
 
-    async def response(self) -> tuple[str, dict[str, str], bytes]:
+    async def response(self, body: bool = True) -> tuple[str, dict[str, str], bytes]:
+        """The next response; `body` False for the answer to a HEAD (its length, no body)."""
         head = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), 10)
         status, *lines = head.decode().split("\r\n")[:-2]
         headers = dict(line.split(": ", 1) for line in lines)
-        body = await self.reader.readexactly(int(headers.get("Content-Length", "0")))
-        return status, headers, body
+        length = int(headers.get("Content-Length", "0")) if body else 0
+        return status, headers, await self.reader.readexactly(length)
 
     async def closed(self) -> bool:
         return await asyncio.wait_for(self.reader.read(), 10) == b""
@@ -354,3 +356,125 @@ async def test_a_user_agent_that_is_not_utf8_is_counted_on_either_path(client, c
         conn.write(request)
         assert (await conn.response())[0] == "HTTP/1.1 204 No Content", target
     assert await pageviews(client) == 2
+
+
+# The widget's hot reads, answered on the connection from the read cache
+
+
+def reads_answered(client: TestClient[Any, Any]) -> int:
+    """How many reads the connection's own path has answered."""
+    reads = client.server.runner.server.reads
+    assert reads is not None
+    return int(reads.answered)
+
+
+def read_request(target: str, extra: str = "", method: str = "GET", version: str = "1.1") -> bytes:
+    return f"{method} {target} HTTP/{version}\r\nHost: localhost\r\n{extra}\r\n".encode()
+
+
+COUNTERS = "/api/v1/sites/caobang/counters"
+ARTICLE_IDS = "/api/v1/sites/caobang/articles?ids=1,2,x-3"
+
+
+@pytest.mark.parametrize(
+    ("routed", "plain"),
+    [
+        (COUNTERS + "?via=router", COUNTERS),
+        (ARTICLE_IDS + "&via=router", ARTICLE_IDS),
+    ],
+    ids=["counters", "articles"],
+)
+async def test_a_cached_read_is_answered_byte_for_byte_as_the_routed_handler(
+    client, conn, routed, plain
+):
+    conn.write(beacon_request(ip="198.51.100.3"))  # something to count
+    assert (await conn.response())[0] == "HTTP/1.1 204 No Content"
+    before = reads_answered(client)
+    conn.write(read_request(routed))  # another query: the routed handler, which fills the cache
+    first = await conn.response()
+    conn.write(read_request(plain))
+    direct = await conn.response()
+    assert reads_answered(client) == before + 1
+    assert direct[0] == first[0] == "HTTP/1.1 200 OK"
+    assert comparable(direct[1]) == comparable(first[1])
+    assert direct[2] == first[2]
+    assert direct[1]["Date"].endswith(" GMT")
+    # and the answer to a client that has it: 304, as the routed handler answers it
+    etag = first[1]["ETag"]
+    conn.write(read_request(routed, f"If-None-Match: {etag}\r\n"))
+    routed_304 = await conn.response()
+    conn.write(read_request(plain, f"If-None-Match: {etag}\r\n"))
+    direct_304 = await conn.response()
+    assert reads_answered(client) == before + 2
+    assert direct_304[0] == routed_304[0] == "HTTP/1.1 304 Not Modified"
+    assert comparable(direct_304[1]) == comparable(routed_304[1])
+    assert direct_304[2] == routed_304[2] == b""
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "why"),
+    [
+        (read_request(COUNTERS, method="HEAD"), "HEAD"),
+        (read_request(COUNTERS, version="1.0"), "HTTP/1.0"),
+        (read_request(COUNTERS, "Connection: close\r\n"), "closes the connection"),
+        (read_request(COUNTERS + "?x=1"), "another query"),
+        (read_request("/api/v1/sites/caoban%67/counters"), "a percent-encoded path"),
+        (read_request("/api/v1/sites/nowhere/counters"), "an unknown site"),
+        (read_request("/api/v1/sites/caobang/articles?ids=1%2C2"), "encoded ids"),
+        (
+            read_request("/api/v1/sites/caobang/articles?ids=" + ",".join(map(str, range(101)))),
+            "too many ids",
+        ),
+        (read_request("/api/v1/sites/caobang/articles?ids=1,,2"), "an empty id"),
+        (read_request("/api/v1/sites/caobang/top"), "another read"),
+    ],
+)
+async def test_what_is_not_a_plain_cached_read_goes_through_aiohttp(
+    client, conn, request_bytes, why
+):
+    # the counters and this list of articles in the cache first (through aiohttp)
+    for target in (COUNTERS, "/api/v1/sites/caobang/articles?ids=1,2"):
+        conn.write(read_request(target + ("&" if "?" in target else "?") + "fill=1"))
+        assert (await conn.response())[0] == "HTTP/1.1 200 OK"
+    before = reads_answered(client)
+    conn.write(request_bytes)
+    status, _, _ = await conn.response(body=not request_bytes.startswith(b"HEAD"))
+    assert status.split(" ")[1] in ("200", "400", "404"), why
+    assert reads_answered(client) == before, why
+
+
+async def test_a_read_the_cache_does_not_hold_goes_through_aiohttp_and_a_beacon_drops_it(
+    client, conn
+):
+    before = reads_answered(client)
+    conn.write(read_request(COUNTERS))  # nothing cached yet: the routed handler reads Redis
+    assert json.loads((await conn.response())[2])["total"]["pageviews"] == 0
+    assert reads_answered(client) == before
+    conn.write(read_request(COUNTERS))  # now cached: answered here
+    assert json.loads((await conn.response())[2])["total"]["pageviews"] == 0
+    assert reads_answered(client) == before + 1
+    conn.write(beacon_request(ip="198.51.100.4"), read_request(COUNTERS))  # pipelined
+    assert (await conn.response())[0] == "HTTP/1.1 204 No Content"
+    _, _, body = await conn.response()
+    assert json.loads(body)["total"]["pageviews"] == 1  # the beacon dropped the cached read
+    assert reads_answered(client) == before + 1
+
+
+async def test_reads_answered_here_are_in_the_metrics_and_in_order(client, conn):
+    conn.write(read_request(COUNTERS))
+    await conn.response()  # fills the cache
+    before = reads_answered(client)
+    conn.write(
+        read_request(COUNTERS),
+        read_request("/no-such-page"),
+        read_request(COUNTERS),
+        beacon_request(ip="198.51.100.5"),
+        read_request(COUNTERS),
+    )
+    statuses = [(await conn.response())[0].split(" ")[1] for _ in range(5)]
+    assert statuses == ["200", "404", "200", "204", "200"]
+    # the first answered here; the second waits behind the 404 aiohttp answers; the last comes
+    # after the beacon, whose count dropped the cached read
+    assert reads_answered(client) >= before + 1
+    _, found = await scrape(client)
+    assert found['analytics_http_requests_total{route="counters",status="2xx"}'] == 4
