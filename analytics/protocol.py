@@ -1,4 +1,5 @@
-"""The HTTP connection: aiohttp's, with `POST /collect` answered beneath aiohttp's request layer.
+"""The HTTP connection: aiohttp's, with `POST /collect` and the widget's cached reads answered
+beneath aiohttp's request layer.
 
 Every page view is one beacon, and a beacon's answer is an empty 204. aiohttp's request layer (a
 task and a `Request` per request, the router, a `Response` prepared header by header, the wake-up
@@ -89,11 +90,16 @@ class HttpDate:
         return self._value
 
 
+# A response as aiohttp writes it: status line, headers, `Date`, `Server`, blank line, body. The
+# bytes are made once, in two parts around the date's value: `head(...) + date + TAIL + body`.
+TAIL = f"\r\nServer: {SERVER_SOFTWARE}\r\n\r\n".encode()
+
+
 def head(status: int, headers: CIMultiDictProxy[str] | dict[str, str]) -> bytes:
     """A response's status line and headers, up to the `Date` header's value."""
     lines = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"]
     lines += [f"{name}: {value}\r\n" for name, value in headers.items()]
-    lines.append(f"Server: {SERVER_SOFTWARE}\r\nDate: ")
+    lines.append("Date: ")
     return "".join(lines).encode()
 
 
@@ -103,7 +109,7 @@ def serialized(response: web.Response, date: bytes) -> bytes:
     assert isinstance(body, bytes)  # answer_error's bodies are JSON bytes
     headers = {name: value for name, value in response.headers.items()}
     headers["Content-Length"] = str(len(body))
-    return head(response.status, headers) + date + b"\r\n\r\n" + body
+    return head(response.status, headers) + date + TAIL + body
 
 
 class BeaconAnswers:
@@ -150,16 +156,18 @@ class BeaconAnswers:
         return True
 
     def ack(self, started: float, access: AccessLogger | None) -> bytes:
-        self._answered(204, 0, started, access)
-        return self.ack_head + self.date() + b"\r\n\r\n"
+        answer = self.ack_head + self.date() + TAIL
+        self._answered(204, len(answer), started, access)
+        return answer
 
     def error(self, err: Exception, started: float, access: AccessLogger | None) -> bytes:
         """The routed handler's JSON error for `err`, as bytes (raises what answer_error does
         not answer)."""
         response = answer_error(err, ROUTE, self.metrics, "POST")
         assert isinstance(response, web.Response)
-        self._answered(response.status, response.content_length or 0, started, access)
-        return serialized(response, self.date())
+        answer = serialized(response, self.date())
+        self._answered(response.status, len(answer), started, access)
+        return answer
 
     def failed(self) -> bytes:
         """The answer when answering itself failed (a bug): a 500, and the connection closes."""
@@ -170,6 +178,8 @@ class BeaconAnswers:
     def _answered(
         self, status: int, size: int, started: float, access: AccessLogger | None
     ) -> None:
+        """Metrics and the access-log line (`size`: the bytes written, headers included, as
+        aiohttp's own line counts them)."""
         seconds = time.perf_counter() - started
         self.metrics.observe_http(ROUTE, status, seconds)
         self.answered += 1
@@ -198,11 +208,12 @@ READS = "/api/v1/sites/"
 ARTICLES = "articles?ids="
 # ids that need no decoding: what a widget sends; anything else goes the routed way
 PLAIN_IDS = re.compile(r"[A-Za-z0-9._:,-]{1,4096}")
-IF_NONE_MATCH = istr("If-None-Match")
+IF_NONE_MATCH, EXPECT = istr("If-None-Match"), istr("Expect")
 
 
 def is_plain_get(message: Any, payload: StreamReader) -> bool:
-    """Whether a parsed request is a plain keep-alive HTTP/1.1 GET without a body."""
+    """Whether a parsed request is a plain keep-alive HTTP/1.1 GET without a body (and
+    without `Expect`, which aiohttp answers before any route)."""
     return (
         type(message) is RawRequestMessage
         and message.method == "GET"
@@ -210,6 +221,7 @@ def is_plain_get(message: Any, payload: StreamReader) -> bool:
         and not message.should_close
         and not message.upgrade
         and payload is EMPTY_PAYLOAD
+        and EXPECT not in message.headers
     )
 
 
@@ -257,20 +269,20 @@ class ReadAnswers:
             return None
         wire = found.wire or wire_of(found)
         if matches(message.headers.get(IF_NONE_MATCH), found.etag):
-            status, head, body = 304, wire[1], b""
+            status, answer = 304, wire[1] + self.date() + TAIL
         else:
-            status, head, body = 200, wire[0], found.body
+            status, answer = 200, wire[0] + self.date() + TAIL + found.body
         seconds = time.perf_counter() - started
         self.metrics.observe_http(route, status, seconds)
         self.answered += 1
         if access is not None:
-            access.entry("GET", path.partition("?")[0], route, status, len(body), seconds)
-        return head + self.date() + b"\r\n\r\n" + body
+            access.entry("GET", path.partition("?")[0], route, status, len(answer), seconds)
+        return answer
 
 
 def wire_of(found: Cacheable) -> tuple[bytes, bytes]:
-    """A read cache entry's two answers, up to the `Date` header's value, as aiohttp writes
-    them: kept on the entry."""
+    """A read cache entry's two answers (200 and 304) up to the `Date` header's value, as aiohttp
+    writes them: kept on the entry."""
     ok, unchanged = found.ok(), found.not_modified()
     ok_headers = {name: value for name, value in ok.headers.items()}
     ok_headers["Content-Length"] = str(len(found.body))
@@ -283,7 +295,8 @@ Queued = tuple[Any, StreamReader]
 
 
 class ServiceHandler(web_protocol.RequestHandler):
-    """aiohttp's connection handler, answering plain beacons itself (see the module's text)."""
+    """aiohttp's connection handler, answering plain beacons and cached reads itself (see the
+    module's text)."""
 
     __slots__ = ("_access", "_answers", "_draining", "_held", "_peer", "_reading_body", "_reads")
 
@@ -320,33 +333,44 @@ class ServiceHandler(web_protocol.RequestHandler):
         ):
             super().data_received(data)
             return
-        # as aiohttp's own data_received, but for the beacons taken out of the queue
+        # as aiohttp's own data_received, but for the beacons taken out of the queue and the
+        # reads answered here
         parser = self._parser
         assert parser is not None
-        try:
-            messages, upgraded, tail = parser.feed_data(data)
-        except HttpProcessingError as exc:
-            error = web_protocol._ErrInfo(status=400, exc=exc, message=exc.message)
-            messages, upgraded, tail = [(error, EMPTY_PAYLOAD)], False, b""
+        cap = self._max_msg_queue_size
         queued, beacon = False, None
-        for message, payload in messages:
-            self._request_count += 1
-            if self._held is not None:
-                self._held.append((message, payload))
-            elif not self._messages and self._idle() and is_beacon(message, payload):
-                parser.message_consumed()
-                self._take()
-                beacon = (message.headers, payload)
-            elif not self._messages and self._idle() and self._answered_read(message, payload):
-                parser.message_consumed()
-            else:
-                self._messages.append((message, payload))
-                queued = True
+        while True:
+            before = len(self._messages) + len(self._held or ())
+            try:
+                messages, upgraded, tail = parser.feed_data(data)
+            except HttpProcessingError as exc:
+                error = web_protocol._ErrInfo(status=400, exc=exc, message=exc.message)
+                messages, upgraded, tail = [(error, EMPTY_PAYLOAD)], False, b""
+            for message, payload in messages:
+                self._request_count += 1
+                if self._held is not None:
+                    self._held.append((message, payload))
+                elif not self._messages and self._idle() and is_beacon(message, payload):
+                    parser.message_consumed()
+                    self._take()
+                    beacon = (message.headers, payload)
+                elif not self._messages and self._idle() and self._answered_read(message, payload):
+                    parser.message_consumed()
+                else:
+                    self._messages.append((message, payload))
+                    queued = True
+            waiting = len(self._messages) + len(self._held or ())
+            # The parser stops, keeping the rest of what it was fed, once the requests it has
+            # handed out and that are not yet consumed reach the cap. Those taken or answered
+            # here were consumed at once: when it stopped for them alone, nothing else (a
+            # paused read resumed) would feed it again, so it goes on now with the rest.
+            if upgraded or before + len(messages) < cap or waiting >= cap:
+                break
+            data = b""
         waiter = self._waiter
         if queued and waiter is not None and not waiter.done():
             waiter.set_result(None)
-        waiting = len(self._messages) + len(self._held or ())
-        if not self._buffer_paused and waiting >= self._max_msg_queue_size:
+        if not self._buffer_paused and waiting >= cap:
             self._pause_reading_for_buffer()
         self._upgraded = upgraded
         if upgraded and tail:
@@ -361,8 +385,8 @@ class ServiceHandler(web_protocol.RequestHandler):
         re-entered) to go on with whatever it had stopped short of, and what that parses must
         find the beacon taken. When the parser cannot have stopped short - reading not paused
         and its queue short of the cap at which it stops (`waiting` requests held or queued,
-        and the beacon) - the re-entry is skipped: nearly always, and 4 % of a beacon's
-        instructions."""
+        and the beacon; the parse loop has fed it on until it stopped for no other reason) -
+        the re-entry is skipped: nearly always, and 4 % of a beacon's instructions."""
         if self._reading_paused or self._buffer_paused or waiting + 1 >= self._max_msg_queue_size:
             return payload.read_nowait()
         self._reading_body = True
@@ -383,7 +407,11 @@ class ServiceHandler(web_protocol.RequestHandler):
             or not is_plain_get(message, payload)
         ):
             return False
-        answer = reads.answer(message, self._access)
+        try:
+            answer = reads.answer(message, self._access)
+        except Exception:  # a bug of this path: aiohttp's routed handler answers instead
+            log.exception("answering a read on the connection failed")
+            return False
         if answer is None:
             return False
         transport.write(answer)

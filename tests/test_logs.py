@@ -65,3 +65,31 @@ async def test_access_log_only_when_asked_and_without_addresses(
     text = "\n".join(f"{r.getMessage()} {getattr(r, FIELDS)}" for r in lines)
     for secret in ("203.0.113.", "127.0.0.1", "token=abc", "Mozilla"):
         assert secret not in text
+
+
+async def test_answers_made_on_the_connection_log_the_bytes_aiohttp_would(
+    aiohttp_client, settings, clock, caplog
+):
+    """A beacon or cached read answered beneath aiohttp's request layer logs the same line as
+    the routed answer to the same request: the bytes written, headers included."""
+    settings = dataclasses.replace(settings, access_log=True)
+    client = await serve(aiohttp_client, settings, clock)
+    caplog.set_level(logging.INFO, logger=ACCESS_LOGGER)
+    reads = client.server.runner.server.reads
+    counters = "/api/v1/sites/caobang/counters"
+    beacons, before = answered(client), reads.answered
+    assert (await send(client, ip="203.0.113.80", query="?via=router")).status == 204
+    assert (await send(client, ip="203.0.113.81")).status == 204
+    assert (await client.get(counters + "?via=router")).status == 200  # fills the cache
+    assert (await client.get(counters)).status == 200
+    assert answered(client) == beacons + 1
+    assert reads.answered == before + 1
+    lines = [getattr(r, FIELDS) for r in caplog.records if r.name == ACCESS_LOGGER][-4:]
+    assert [(f["method"], f["path"], f["status"]) for f in lines] == [
+        ("POST", "/collect", 204),
+        ("POST", "/collect", 204),
+        ("GET", counters, 200),
+        ("GET", counters, 200),
+    ]
+    assert lines[0]["bytes"] == lines[1]["bytes"] > 0
+    assert lines[2]["bytes"] == lines[3]["bytes"] > len(b'{"site":"caobang"}')
