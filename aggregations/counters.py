@@ -25,7 +25,7 @@ from redis.exceptions import NoScriptError, RedisError
 from aggregations.errors import RateLimited, StorageUnavailable
 from aggregations.keys import SiteKeys
 from aggregations.periods import Calendar, Periods
-from aggregations.pipeline import BULK, GroupCommit, bulk, bulks
+from aggregations.pipeline import BULK, GroupCommit, bulk, bulks, call_guarded
 from aggregations.readcache import ReadCache
 from aggregations.redis_client import RedisClient
 from aggregations.scripts import Scripts, as_text
@@ -221,15 +221,9 @@ class _Batch:
 
 
 def _tell(on_outcome: OnOutcome, outcome: Outcome | None, error: StorageUnavailable | None) -> None:
-    """Hand a hit's outcome to its receiver; what the receiver raises is logged, not let out,
-    as the event loop does with a callback's (all but an exit): the run's other hits are still
-    to be told."""
-    try:
-        on_outcome(outcome, error)
-    except (SystemExit, KeyboardInterrupt):
-        raise
-    except BaseException:
-        log.exception("a hit's receiver failed")
+    """Hand a hit's outcome to its receiver (what it raises is logged: the run's other hits are
+    still to be told)."""
+    call_guarded(log, "a hit's receiver", on_outcome, outcome, error)
 
 
 class Recorder:

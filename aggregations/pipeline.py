@@ -98,6 +98,17 @@ class Waiter(Protocol):
 OnReply = Callable[[Any, BaseException | None], None]
 
 
+def call_guarded(logger: logging.Logger, what: str, fn: Callable[..., None], *args: Any) -> None:
+    """`fn(*args)`, logging (as `what` failing) whatever it raises but an exit, as the event
+    loop does with a callback's: a receiver called in a loop over others must not stop it."""
+    try:
+        fn(*args)
+    except (SystemExit, KeyboardInterrupt):
+        raise
+    except BaseException:
+        logger.exception("%s failed", what)
+
+
 class Callback:
     """A reply's waiter that calls `fn` at once, from the connection's `data_received` (or from
     whatever fails the command). What `fn` raises is logged, never let out, as the event loop
@@ -120,14 +131,8 @@ class Callback:
 
     def _call(self, result: Any, exception: BaseException | None) -> None:
         fn, self.fn = self.fn, None
-        if fn is None:
-            return  # called already
-        try:
-            fn(result, exception)
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException:
-            log.exception("a Redis reply's receiver failed")
+        if fn is not None:  # else called already
+            call_guarded(log, "a Redis reply's receiver", fn, result, exception)
 
 
 class _Protocol(asyncio.Protocol):
