@@ -15,7 +15,7 @@ read, before the task of a read answered in the same reply resumes).
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from typing import Any
 
 TTL = 1.0
@@ -37,6 +37,18 @@ class ReadCache:
         if found is None or not found[0] <= now < found[0] + self.ttl:
             return None
         return found[1]
+
+    async def through(
+        self, site: str, key: Hashable, now: float, read: Callable[[], Awaitable[Any]]
+    ) -> Any:
+        """The value read at most `ttl` ago, else what `read()` reads now, kept unless the
+        site's entries are dropped while it reads (see `version`)."""
+        found = self.get(site, key, now)
+        if found is None:
+            version = self.version(site)
+            found = await read()
+            self.put(site, key, now, found, version)
+        return found
 
     def version(self, site: str) -> int:
         """The site's version now: taken before a read is sent, handed to `put` after."""

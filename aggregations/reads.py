@@ -138,11 +138,9 @@ class Reader:
     async def counters(self, site: Site, now: float) -> dict[str, Any]:
         """Online now and every period's page views, visits and visitors (a fresh dict; its
         nested period dicts may be shared with other callers: do not change them)."""
-        cached = self.cache.get(site.id, "counters", now)
-        if cached is None:
-            version = self.cache.version(site.id)
-            cached = await self._counters(site, now)
-            self.cache.put(site.id, "counters", now, cached, version)
+        cached = await self.cache.through(
+            site.id, "counters", now, lambda: self._counters(site, now)
+        )
         return dict(cached)
 
     async def _counters(self, site: Site, now: float) -> dict[str, Any]:
@@ -177,11 +175,7 @@ class Reader:
         if not ids:
             return []
         key = ("articles", *ids)
-        cached = self.cache.get(site.id, key, now)
-        if cached is None:
-            version = self.cache.version(site.id)
-            cached = await self._articles(site, ids, now)
-            self.cache.put(site.id, key, now, cached, version)
+        cached = await self.cache.through(site.id, key, now, lambda: self._articles(site, ids, now))
         return [dict(a) for a in cached]
 
     async def _articles(self, site: Site, ids: list[str], now: float) -> list[dict[str, Any]]:

@@ -46,12 +46,11 @@ async def hot_json(
     (`aggregations.readcache`): within the second, the next identical request skips Redis,
     JSON encoding, hashing and building the headers."""
     now = app[K.CLOCK].now()
-    cache = app[K.READ_CACHE]
-    found: Cacheable | None = cache.get(site.id, key, now)
-    if found is None:
-        version = cache.version(site.id)
-        found = Cacheable(msgspec.json.encode(await read(now)), "application/json")
-        cache.put(site.id, key, now, found, version)
+
+    async def encoded() -> Cacheable:
+        return Cacheable(msgspec.json.encode(await read(now)), "application/json")
+
+    found: Cacheable = await app[K.READ_CACHE].through(site.id, key, now, encoded)
     return found.response(request)
 
 
