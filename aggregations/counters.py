@@ -220,10 +220,21 @@ class _Batch:
         self.reloaded = False
 
 
-def _tell(on_outcome: OnOutcome, outcome: Outcome | None, error: StorageUnavailable | None) -> None:
-    """Hand a hit's outcome to its receiver (what it raises is logged: the run's other hits are
-    still to be told)."""
-    call_guarded(log, "a hit's receiver", on_outcome, outcome, error)
+def _tell(
+    waiter: asyncio.Future[Outcome] | OnOutcome,
+    outcome: Outcome | None,
+    error: StorageUnavailable | None,
+) -> None:
+    """Hand a hit's outcome (or `error`) to its waiter: a future not yet done, or a receiver
+    (what it raises is logged: the run's other hits are still to be told)."""
+    if not isinstance(waiter, asyncio.Future):
+        call_guarded(log, "a hit's receiver", waiter, outcome, error)
+    elif waiter.done():
+        pass
+    elif error is not None:
+        waiter.set_exception(error)
+    elif outcome is not None:
+        waiter.set_result(outcome)
 
 
 class Recorder:
@@ -441,11 +452,7 @@ class Recorder:
         for waiter in waiters:
             error = StorageUnavailable(f"Redis refused the hit: {err}")
             error.__cause__ = err
-            if isinstance(waiter, asyncio.Future):
-                if not waiter.done():
-                    waiter.set_exception(error)
-            else:
-                _tell(waiter, None, error)
+            _tell(waiter, None, error)
 
     @staticmethod
     def _deliver(batch: _Batch, reply: list[Any]) -> None:
@@ -460,11 +467,7 @@ class Recorder:
             ]
         waiters, batch.waiters = batch.waiters, []
         for waiter, outcome in zip(waiters, outcomes, strict=True):
-            if isinstance(waiter, asyncio.Future):
-                if not waiter.done():
-                    waiter.set_result(outcome)
-            else:
-                _tell(waiter, outcome, None)
+            _tell(waiter, outcome, None)
 
     async def record(self, hit: Hit) -> Recorded:
         try:

@@ -283,11 +283,8 @@ class ReadAnswers:
 def wire_of(found: Cacheable) -> tuple[bytes, bytes]:
     """A read cache entry's two answers (200 and 304) up to the `Date` header's value, as aiohttp
     writes them: kept on the entry."""
-    ok, unchanged = found.ok(), found.not_modified()
-    ok_headers = {name: value for name, value in ok.headers.items()}
-    ok_headers["Content-Length"] = str(len(found.body))
-    unchanged_headers = {name: value for name, value in unchanged.headers.items()}
-    found.wire = (head(200, ok_headers), head(304, unchanged_headers))
+    ok = {**found.headers, "Content-Length": str(len(found.body))}
+    found.wire = (head(200, ok), head(304, found.validators))
     return found.wire
 
 

@@ -65,14 +65,8 @@ class Cacheable:
     def response(self, request: web.Request) -> web.Response:
         """The body, or 304 when the client already has it."""
         if not_modified(request, self.etag):
-            return self.not_modified()
-        return self.ok()
-
-    def ok(self) -> web.Response:
+            return web.Response(status=304, headers=self.validators)
         return web.Response(body=self.body, headers=self.headers)
-
-    def not_modified(self) -> web.Response:
-        return web.Response(status=304, headers=self.validators)
 
 
 def cached(
