@@ -212,7 +212,6 @@ class Bench:
                     result = self.measured(server, scenario, results[scenario.name])
                     getattr(results[scenario.name], server.name).append(result)
                     us = result.per_request_us
-                    preempted = result.preempted / max(1, result.requests)
                     print(
                         f"  round {i + 1} {scenario.name:<8} {server.name:<7}"
                         f" {result.rate:>9.0f}/s  p50 {result.p50_ms:5.2f} ms"
@@ -220,7 +219,8 @@ class Bench:
                         f"  CPU/request: server {us(result.server_cpu):.0f} us,"
                         f" Redis* {us(result.redis_cpu):.0f} us,"
                         f" wrk {us(result.client_cpu):.0f} us; server preempted"
-                        f" {preempted:.3f} a request  (load {load_average()})",
+                        f" {result.preempted_per_request:.3f} a request"
+                        f"  (load {load_average()})",
                         flush=True,
                     )
         return results
@@ -262,8 +262,8 @@ def cpu_budget(rounds: Rounds, cores: int, args: argparse.Namespace) -> list[str
     bare_rate = statistics.median(r.rate for r in rounds.bare)
     svc_rate = statistics.median(r.rate for r in rounds.service)
     processes = f"{args.workers} process{'es' if args.workers > 1 else ''}"
-    bare_out = statistics.median(r.preempted / max(1, r.requests) for r in rounds.bare)
-    svc_out = statistics.median(r.preempted / max(1, r.requests) for r in rounds.service)
+    bare_out = statistics.median(r.preempted_per_request for r in rounds.bare)
+    svc_out = statistics.median(r.preempted_per_request for r in rounds.service)
     return [
         f"  CPU a request (medians): bare app {bare_us:.0f} us + wrk {bare_wrk:.0f} us;"
         f" service {svc_us:.0f} us + Redis {redis_us:.0f} us + wrk {svc_wrk:.0f} us;"

@@ -36,6 +36,10 @@ class Result:
         return 1e6 * cpu_seconds / max(1, self.requests)
 
     @property
+    def preempted_per_request(self) -> float:
+        return self.preempted / max(1, self.requests)
+
+    @property
     def acked(self) -> int:
         return self.requests - self.status_errors
 
