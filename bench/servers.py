@@ -13,6 +13,7 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from bench.stores import Stores
 
@@ -75,9 +76,9 @@ def analytics_cmd() -> list[str]:
     return [sys.executable, "-m", "analytics"]
 
 
-def add_site(env: dict[str, str]) -> None:
+def add_site(env: dict[str, str], cwd: Path | None = None) -> None:
     cmd = [*analytics_cmd(), "site", "add", SITE, "--domain", DOMAIN, "--name", "Bench portal"]
-    subprocess.run(cmd, env=env, check=True, capture_output=True)
+    subprocess.run(cmd, env=env, cwd=cwd, check=True, capture_output=True)
 
 
 def child_pids(pid: int) -> tuple[int, ...]:
@@ -91,12 +92,20 @@ def child_pids(pid: int) -> tuple[int, ...]:
 
 
 @contextmanager
-def service(stores: Stores, extra_env: dict[str, str] | None = None) -> Iterator[Server]:
+def service(
+    stores: Stores, extra_env: dict[str, str] | None = None, cwd: Path | None = None
+) -> Iterator[Server]:
+    """The service, run by this Python from the installed code, or with `cwd` (see
+    `bench.versions.code_env`) from another checkout's."""
     port = free_port()
     env = service_env(stores, port, extra_env or {})
-    add_site(env)
+    add_site(env, cwd)
     proc = subprocess.Popen(
-        [*analytics_cmd(), "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        [*analytics_cmd(), "serve"],
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     try:
         url = f"http://127.0.0.1:{port}"
