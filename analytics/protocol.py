@@ -178,13 +178,26 @@ class BeaconAnswers:
     def _answered(
         self, status: int, size: int, started: float, access: AccessLogger | None
     ) -> None:
-        """Metrics and the access-log line (`size`: the bytes written, headers included, as
-        aiohttp's own line counts them)."""
-        seconds = time.perf_counter() - started
-        self.metrics.observe_http(ROUTE, status, seconds)
+        observe(self.metrics, access, "POST", PATH, ROUTE, status, size, started)
         self.answered += 1
-        if access is not None:
-            access.entry("POST", PATH, ROUTE, status, size, seconds)
+
+
+def observe(
+    metrics: Metrics,
+    access: AccessLogger | None,
+    method: str,
+    path: str,
+    route: str,
+    status: int,
+    size: int,
+    started: float,
+) -> None:
+    """An answer this module wrote: the route's metrics and the access-log line, as the routed
+    handler's (`size`: the bytes written, headers included, as aiohttp's own line counts them)."""
+    seconds = time.perf_counter() - started
+    metrics.observe_http(route, status, seconds)
+    if access is not None:
+        access.entry(method, path, route, status, size, seconds)
 
 
 def is_beacon(message: Any, payload: StreamReader) -> bool:
@@ -272,11 +285,10 @@ class ReadAnswers:
             status, answer = 304, wire[1] + self.date() + TAIL
         else:
             status, answer = 200, wire[0] + self.date() + TAIL + found.body
-        seconds = time.perf_counter() - started
-        self.metrics.observe_http(route, status, seconds)
+        observe(
+            self.metrics, access, "GET", path.partition("?")[0], route, status, len(answer), started
+        )
         self.answered += 1
-        if access is not None:
-            access.entry("GET", path.partition("?")[0], route, status, len(answer), seconds)
         return answer
 
 
@@ -412,9 +424,7 @@ class ServiceHandler(web_protocol.RequestHandler):
         if answer is None:
             return False
         transport.write(answer)
-        if self._manager is not None:
-            self._manager.requests_count += 1
-        self._keep_alive_from_now()
+        self._begun()
         return True
 
     def _idle(self) -> bool:
@@ -426,6 +436,11 @@ class ServiceHandler(web_protocol.RequestHandler):
         """A beacon is this connection's request in hand: what comes after it waits."""
         self._held = []
         self._request_in_progress = True  # a graceful shutdown waits for it, as for aiohttp's
+        self._begun()
+
+    def _begun(self) -> None:
+        """A request this connection answers itself: counted by the server, as aiohttp counts
+        its own, and the idle clock restarted."""
         if self._manager is not None:
             self._manager.requests_count += 1
         self._keep_alive_from_now()
