@@ -172,19 +172,25 @@ class Bench:
             seconds=seconds,
         )
 
-    def measured(self, server: Server, scenario: Scenario, rounds: Rounds) -> Result:
-        counting = server.name == "service" and scenario.name == "collect"
-        if counting:
-            pv0, svc0 = page_views(self.redis, self.keys), counted_metric(server)
+    def measure(self, server: Server, scenario: Scenario) -> Result:
+        """One round: wrk's result, with the server's and Redis's CPU and the server's
+        preemptions over it."""
         cpu0, redis0 = cpu_seconds(server.pids), redis_cpu(self.redis)
         preempted0 = preemptions(server.pids)
         result = self.wrk(server, scenario, self.args.duration)
-        result = replace(
+        return replace(
             result,
             server_cpu=cpu_seconds(server.pids) - cpu0,
             redis_cpu=redis_cpu(self.redis) - redis0,
             preempted=preemptions(server.pids) - preempted0,
         )
+
+    def measured(self, server: Server, scenario: Scenario, rounds: Rounds) -> Result:
+        """A round, and for the service's beacons the count check after it."""
+        counting = server.name == "service" and scenario.name == "collect"
+        if counting:
+            pv0, svc0 = page_views(self.redis, self.keys), counted_metric(server)
+        result = self.measure(server, scenario)
         if counting:
             time.sleep(0.3)  # let requests written just before wrk's deadline finish
             check = Check(
@@ -363,22 +369,29 @@ def profile_round(server: Server, b: Bench, seconds: float) -> None:
             print(f"  py-spy gave no profile: {err.strip()[-500:]}")
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
-    p.add_argument("--rounds", type=int, default=3, help="alternating rounds per scenario (3)")
-    p.add_argument("--duration", type=float, default=20, help="seconds per wrk round (20)")
+def load_arguments(p: argparse.ArgumentParser, duration: float) -> None:
+    """The options of the load and of the servers under it (`bench` and `bench.versions`)."""
+    p.add_argument(
+        "--duration", type=float, default=duration, help=f"seconds per wrk round ({duration:g})"
+    )
     p.add_argument("--warmup", type=float, default=3, help="seconds of warm-up per server (3)")
     p.add_argument("--threads", type=int, default=2, help="wrk threads (2)")
     p.add_argument("--connections", type=int, default=50, help="wrk connections (50)")
+    p.add_argument(
+        "--loop", choices=loops.CHOICES, default="auto", help="event loop of every server (auto)"
+    )
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    p.add_argument("--rounds", type=int, default=3, help="alternating rounds per scenario (3)")
+    load_arguments(p, duration=20)
     p.add_argument("--workers", type=int, default=1, help="ANALYTICS_WORKERS for the service (1)")
     p.add_argument(
         "--only",
         default="collect,counters,articles",
         type=lambda v: v.split(","),
         help="scenarios to run (collect,counters,articles)",
-    )
-    p.add_argument(
-        "--loop", choices=loops.CHOICES, default="auto", help="event loop of both servers (auto)"
     )
     p.add_argument(
         "--service-env",

@@ -34,15 +34,8 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from analytics import loops
-from bench.__main__ import (
-    SCENARIOS,
-    Bench,
-    loop_kind,
-    preemptions,
-    redis_cpu,
-)
-from bench.load import find_wrk
+from bench.__main__ import SCENARIOS, Bench, load_arguments, loop_kind, median_us, spread
+from bench.load import Result, find_wrk
 from bench.servers import Server, bare, service
 from bench.stores import bench_stores
 
@@ -92,19 +85,24 @@ def checkouts(revisions: list[str], repo: Path) -> Iterator[list[tuple[str, Path
 
 @dataclass
 class ServerRounds:
-    """One server's rounds: (requests a second, p99 ms, Redis µs a request, preempted a
-    request, errors)."""
+    """One server's rounds, in order."""
 
     label: str
     server: Server
-    rows: list[tuple[float, float, float, float, int]] = field(default_factory=list)
+    results: list[Result] = field(default_factory=list)
 
     def rates(self) -> list[float]:
-        return [r[0] for r in self.rows]
+        return [r.rate for r in self.results]
 
-
-def spread(values: list[float]) -> str:
-    return f"{min(values):.2f} / {statistics.median(values):.2f} / {max(values):.2f}"
+    def last(self, bare_rate: float | None) -> str:
+        """The last round, with its ratio to the bare app's same round (unless it is it)."""
+        r = self.results[-1]
+        ratio = f" ({r.rate / bare_rate:.2f})" if bare_rate is not None else ""
+        return (
+            f"{self.label} {r.rate:.0f}/s{ratio} p99 {r.p99_ms:.1f} ms"
+            f" Redis {r.per_request_us(r.redis_cpu):.0f} µs"
+            f" preempted {r.preempted_per_request:.3f} errors {r.errors}"
+        )
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -112,13 +110,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("revisions", nargs="+", help="git revisions, or . for this checkout as it is")
     p.add_argument("--scenario", choices=[s.name for s in SCENARIOS], default="collect")
     p.add_argument("--rounds", type=int, default=8, help="rounds over all servers (8)")
-    p.add_argument("--duration", type=float, default=10, help="seconds per wrk round (10)")
-    p.add_argument("--warmup", type=float, default=3, help="seconds of warm-up per server (3)")
-    p.add_argument("--threads", type=int, default=2, help="wrk threads (2)")
-    p.add_argument("--connections", type=int, default=50, help="wrk connections (50)")
-    p.add_argument(
-        "--loop", choices=loops.CHOICES, default="auto", help="event loop of all servers (auto)"
-    )
+    load_arguments(p, duration=10)
     return p.parse_args(argv)
 
 
@@ -151,20 +143,9 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(args.rounds):
             turn = i % len(everyone)
             for r in everyone[turn:] + everyone[:turn]:
-                redis0, preempted0 = redis_cpu(bench.redis), preemptions(r.server.pids)
-                result = bench.wrk(r.server, scenario, args.duration)
-                n = max(1, result.requests)
-                redis_us = 1e6 * (redis_cpu(bench.redis) - redis0) / n
-                preempted = (preemptions(r.server.pids) - preempted0) / n
-                r.rows.append((result.rate, result.p99_ms, redis_us, preempted, result.errors))
-            bare_rate = everyone[0].rows[-1][0]
-            line = "  ".join(
-                f"{r.label} {r.rows[-1][0]:.0f}/s"
-                + (f" ({r.rows[-1][0] / bare_rate:.2f})" if r is not everyone[0] else "")
-                + f" p99 {r.rows[-1][1]:.1f} ms Redis {r.rows[-1][2]:.0f} µs"
-                f" preempted {r.rows[-1][3]:.3f} errors {r.rows[-1][4]}"
-                for r in everyone
-            )
+                r.results.append(bench.measure(r.server, scenario))
+            bare_rate = everyone[0].rates()[-1]
+            line = "  ".join(r.last(bare_rate if r is not everyone[0] else None) for r in everyone)
             print(f"round {i + 1}: {line}", flush=True)
     bare_rates = everyone[0].rates()
     first = everyone[1].rates()
@@ -173,10 +154,11 @@ def main(argv: list[str] | None = None) -> int:
         to_bare = [a / b for a, b in zip(r.rates(), bare_rates, strict=True)]
         to_first = [a / b for a, b in zip(r.rates(), first, strict=True)]
         print(
-            f"  {r.label}: {spread(to_bare)};  {spread(to_first)};"
-            f" medians: p99 {statistics.median(x[1] for x in r.rows):.1f} ms,"
-            f" Redis {statistics.median(x[2] for x in r.rows):.1f} µs a request,"
-            f" preempted {statistics.median(x[3] for x in r.rows):.3f} a request"
+            f"  {r.label}: {spread(to_bare, '{:.2f}')};  {spread(to_first, '{:.2f}')};"
+            f" medians: p99 {statistics.median(x.p99_ms for x in r.results):.1f} ms,"
+            f" Redis {median_us(r.results, lambda x: x.redis_cpu):.1f} µs a request,"
+            f" preempted {statistics.median(x.preempted_per_request for x in r.results):.3f}"
+            " a request"
         )
     return 0
 
